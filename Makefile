@@ -1,0 +1,72 @@
+# whonix-open — developer and install targets.
+#   make demo   a real open, end to end, against the simulated Qubes
+#   make test   the whole suite (what .ci/run runs)
+#   make install-dom0 / make install-vm DESTDIR=...   see README "Install on Qubes"
+
+PYTHON      ?= python3
+VENV        ?= .venv
+VPY         := $(VENV)/bin/python
+DESTDIR     ?=
+PREFIX      ?= /usr
+PY_SITELIB  ?= $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("purelib", vars={"base": "$(PREFIX)"}))' 2>/dev/null)
+
+.PHONY: all venv system-deps test test-fast demo lint bench clean install-dom0 install-vm
+
+all: test
+
+# The venv holds the PyPI packages; the project is installed editable into it.
+$(VENV)/.installed: setup.py pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip setuptools
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Debian packages (Xvfb, the four file managers, desktop-file-utils, shellcheck).
+system-deps:
+	bash .ci/install-system-deps
+
+test: venv system-deps
+	$(VPY) -m ruff check .
+	$(VPY) -m pytest -q
+
+# Everything but the real-GUI tests: quick to iterate with.
+test-fast: venv
+	$(VPY) -m pytest -q -m 'not gui'
+
+demo: venv
+	$(VPY) demo/run_demo.py
+
+lint: venv
+	$(VPY) -m ruff check .
+
+bench: venv
+	$(VPY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# --- install on Qubes ------------------------------------------------------
+# dom0: the broker package (without the VM helper or the simulation), the three
+# qrexec services and the policy. 30-user-whonix-open.policy is installed once
+# and never overwritten (it is the administrator's).
+install-dom0:
+	install -d $(DESTDIR)$(PY_SITELIB)/whonix_open/dom0
+	install -m 0644 common/*.py $(DESTDIR)$(PY_SITELIB)/whonix_open/
+	install -m 0644 dom0/*.py $(DESTDIR)$(PY_SITELIB)/whonix_open/dom0/
+	install -d $(DESTDIR)/etc/qubes-rpc $(DESTDIR)/etc/qubes/policy.d $(DESTDIR)/etc/whonix-open
+	install -m 0755 qubes-rpc/whonix.OpenInDisposable qubes-rpc/whonix.ViewInDisposable \
+		qubes-rpc/whonix.RoutingStatus $(DESTDIR)/etc/qubes-rpc/
+	install -m 0644 policy/70-whonix-open.policy $(DESTDIR)/etc/qubes/policy.d/
+	test -e $(DESTDIR)/etc/qubes/policy.d/30-user-whonix-open.policy || \
+		install -m 0644 policy/30-user-whonix-open.policy $(DESTDIR)/etc/qubes/policy.d/
+	install -d $(DESTDIR)/usr/lib/tmpfiles.d
+	install -m 0644 packaging/tmpfiles-whonix-open.conf $(DESTDIR)/usr/lib/tmpfiles.d/whonix-open.conf
+
+# A template (TemplateVM): the helper, its command and the desktop integrations.
+install-vm:
+	install -d $(DESTDIR)$(PY_SITELIB)/whonix_open/vm $(DESTDIR)$(PREFIX)/bin
+	install -m 0644 common/*.py $(DESTDIR)$(PY_SITELIB)/whonix_open/
+	install -m 0644 vm/*.py $(DESTDIR)$(PY_SITELIB)/whonix_open/vm/
+	install -m 0755 packaging/whonix-open $(DESTDIR)$(PREFIX)/bin/whonix-open

@@ -1,0 +1,35 @@
+"""whonix-open: open files in Tor-routed (or offline) Whonix disposables on Qubes OS.
+
+One source tree, three installable parts that share the small `whonix_open` core:
+  whonix_open.dom0  - the qrexec broker that runs in dom0
+  whonix_open.vm    - the `whonix-open` helper that runs in qubes
+  whonix_open.sim   - the simulated Qubes used by the tests and the demo only
+"""
+
+from setuptools import setup
+
+setup(
+    name="whonix-open",
+    version="0.1.0",
+    description="Open files in netvm-enforced Whonix disposables on Qubes OS",
+    license="GPL-2.0-or-later",
+    python_requires=">=3.11",
+    packages=["whonix_open", "whonix_open.dom0", "whonix_open.vm", "whonix_open.sim"],
+    package_dir={
+        "whonix_open": "common",
+        "whonix_open.dom0": "dom0",
+        "whonix_open.vm": "vm",
+        "whonix_open.sim": "sim",
+    },
+    # qubesadmin and qrexec are Qubes system packages (not on PyPI): imported lazily.
+    install_requires=[],
+    extras_require={
+        "vm": ["pyxdg", "psutil"],
+        "test": ["pytest", "pytest-mock", "hypothesis", "ruff", "pyxdg", "psutil"],
+    },
+    entry_points={
+        "console_scripts": [
+            "whonix-open = whonix_open.vm.cli:main",
+        ],
+    },
+)
