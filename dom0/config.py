@@ -1,0 +1,152 @@
+"""Profiles: the built-in `tor` and `offline`, and the administrator's
+/etc/whonix-open/profiles.toml.
+
+    default_profile = "tor"          # optional
+
+    [limits]                         # optional
+    per_qube = 3                     # open disposables per calling qube
+    total = 10                       # open disposables in all
+
+    [profiles.tor-2]                 # a new profile
+    network = "tor"                  # "tor" or "offline"; required for new ones
+    gateway = "sys-whonix-2"         # optional, tor only: pin the Whonix-Gateway
+    dvm = "whonix-workstation-18-dvm"  # optional: pin the DVM template
+
+    [profiles.tor]                   # built-ins may pin dvm/gateway, not change network
+    gateway = "sys-whonix"
+
+Anything else - an unknown key, a wrong type, a bad name, a file that does not
+parse - is a ConfigError: the service refuses (66) rather than guess.
+Whether a pinned qube really is a Whonix-Gateway / Whonix-Workstation DVM
+template is checked against qubesd when a request uses the profile.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from whonix_open.contract import BUILTIN_PROFILES, DEFAULT_PROFILE, is_profile_name
+from whonix_open.dom0.request import is_qube_name
+
+DEFAULT_PATH = "/etc/whonix-open/profiles.toml"
+CONFIG_ENV = "WHONIX_OPEN_CONFIG"
+NETWORKS = ("tor", "offline")
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    network: str  # "tor" | "offline"
+    dvm: str | None = None  # None: chosen automatically
+    gateway: str | None = None  # None: chosen automatically (tor only)
+
+    @property
+    def offline(self) -> bool:
+        return self.network == "offline"
+
+
+@dataclass(frozen=True)
+class Limits:
+    per_qube: int = 3
+    total: int = 10
+
+
+@dataclass(frozen=True)
+class Config:
+    profiles: Mapping[str, Profile]
+    default_profile: str = DEFAULT_PROFILE
+    limits: Limits = field(default_factory=Limits)
+
+    def profile(self, name: str | None) -> Profile | None:
+        """The named profile (None: the default), or None if unknown."""
+        return self.profiles.get(self.default_profile if name is None else name)
+
+
+def _builtins() -> dict[str, Profile]:
+    return {name: Profile(name=name, network=name) for name in BUILTIN_PROFILES}
+
+
+def _check_keys(table: Mapping, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}")
+
+
+def _qube_name(value: object, where: str) -> str:
+    if not isinstance(value, str) or not is_qube_name(value):
+        raise ConfigError(f"{where}: must be a qube name")
+    return value
+
+
+def _limit(value: object, where: str) -> int:
+    # bool is an int in Python; a limit of `true` is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+        raise ConfigError(f"{where}: must be a whole number from 1 to 1000")
+    return value
+
+
+def _profile(name: str, table: object, base: Profile | None) -> Profile:
+    where = f"profiles.{name}"
+    if not is_profile_name(name):
+        raise ConfigError(f"{where}: a profile name is [a-z0-9][a-z0-9-]{{0,30}}")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table")
+    _check_keys(table, {"network", "dvm", "gateway"}, where)
+    network = table.get("network", base.network if base else None)
+    if network not in NETWORKS:
+        raise ConfigError(f"{where}.network: must be \"tor\" or \"offline\"")
+    if base is not None and network != base.network:
+        raise ConfigError(f"{where}.network: the built-in profile's network cannot be changed")
+    dvm = _qube_name(table["dvm"], f"{where}.dvm") if "dvm" in table else None
+    gateway = _qube_name(table["gateway"], f"{where}.gateway") if "gateway" in table else None
+    if gateway is not None and network == "offline":
+        raise ConfigError(f"{where}.gateway: an offline profile has no gateway")
+    return Profile(name=name, network=network, dvm=dvm, gateway=gateway)
+
+
+def parse_config(data: Mapping) -> Config:
+    """Validate parsed TOML into a Config (raises ConfigError)."""
+    _check_keys(data, {"default_profile", "limits", "profiles"}, "profiles.toml")
+    profiles = _builtins()
+
+    tables = data.get("profiles", {})
+    if not isinstance(tables, dict):
+        raise ConfigError("profiles: must be a table of profiles")
+    for name, table in tables.items():
+        profiles[name] = _profile(name, table, profiles.get(name) if name in BUILTIN_PROFILES
+                                  else None)
+
+    default = data.get("default_profile", DEFAULT_PROFILE)
+    if not isinstance(default, str) or default not in profiles:
+        raise ConfigError("default_profile: must name a defined profile")
+
+    limits_table = data.get("limits", {})
+    if not isinstance(limits_table, dict):
+        raise ConfigError("limits: must be a table")
+    _check_keys(limits_table, {"per_qube", "total"}, "limits")
+    limits = Limits(
+        per_qube=_limit(limits_table.get("per_qube", Limits.per_qube), "limits.per_qube"),
+        total=_limit(limits_table.get("total", Limits.total), "limits.total"),
+    )
+    return Config(profiles=profiles, default_profile=default, limits=limits)
+
+
+def load_config(env: Mapping[str, str] | None = None) -> Config:
+    """The configuration in force: built-ins plus the file, if there is one."""
+    env = os.environ if env is None else env
+    path = env.get(CONFIG_ENV, DEFAULT_PATH)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        data = {}
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read or parsed: {e}") from None
+    return parse_config(data)

@@ -1,0 +1,104 @@
+"""Hand the caller's stream to the disposable's qubes.OpenInVM and watch it.
+
+dom0 never touches the bytes: the caller's stdin and stdout file descriptors
+become the stdin and stdout of the qrexec call into the disposable (for
+view-only, stdout is /dev/null, so nothing the disposable sends can reach the
+caller). This process only waits for one of:
+
+- the call ends (the viewer was closed)            -> OK, or DISPOSABLE_FAILED
+- the netvm watcher fires (set, reset, or broken)  -> NETVM_CHANGED
+- the caller hangs up (our stdout reports an error) -> INTERNAL, "caller went away"
+- a signal (handled by the service: it raises)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import subprocess
+
+from whonix_open.contract import Exit
+from whonix_open.dom0.backend import Backend, Relay
+from whonix_open.dom0.errors import Refusal
+
+SERVICE = "qubes.OpenInVM"
+GONE = select.POLLERR | select.POLLHUP | select.POLLNVAL
+
+
+class NetvmAlarm:
+    """A pipe the netvm watcher (any thread) pokes; the relay loop polls it."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+
+    def poke(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self.write_fd, b"!")
+
+    def fired(self) -> bool:
+        try:
+            return bool(os.read(self.read_fd, 64))
+        except BlockingIOError:
+            return False
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _stop(proc: Relay) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, 15)
+    try:
+        proc.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, 9)
+        proc.wait()
+
+
+def relay(backend: Backend, name: str, alarm: NetvmAlarm, *, view_only: bool,
+          caller_in: int, caller_out: int, connect_timeout: int) -> Exit:
+    """Run qubes.OpenInVM in *name* on the caller's descriptors until it ends."""
+    if alarm.fired():
+        raise Refusal(Exit.NETVM_CHANGED, f"netvm of {name} changed before the file was sent")
+    out = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC) if view_only else caller_out
+    try:
+        proc = backend.run_service(name, SERVICE, stdin=caller_in, stdout=out,
+                                   connect_timeout=connect_timeout)
+    finally:
+        if view_only:
+            os.close(out)
+    try:
+        return _supervise(proc, name, alarm, caller_out)
+    finally:
+        _stop(proc)
+
+
+def _supervise(proc: Relay, name: str, alarm: NetvmAlarm, caller_out: int) -> Exit:
+    pidfd = os.pidfd_open(proc.pid)
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        poller.register(alarm.read_fd, select.POLLIN)
+        poller.register(caller_out, 0)  # mask 0: only errors/hangups are reported
+        while True:
+            ready = dict(poller.poll())
+            if alarm.read_fd in ready and alarm.fired():
+                raise Refusal(Exit.NETVM_CHANGED,
+                              f"netvm of {name} was changed (or could no longer be "
+                              f"watched) while the file was open")
+            if pidfd in ready:
+                code = proc.wait()
+                if code != 0:
+                    raise Refusal(Exit.DISPOSABLE_FAILED,
+                                  f"qubes.OpenInVM in {name} failed with exit code {code}")
+                return Exit.OK
+            if ready.get(caller_out, 0) & GONE:
+                raise Refusal(Exit.INTERNAL, "the caller went away")
+    finally:
+        os.close(pidfd)
