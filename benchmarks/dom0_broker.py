@@ -1,0 +1,189 @@
+"""Benchmarks of the dom0 broker against the simulated Qubes (issue 2, part 8).
+
+Prints, without asserting anything:
+1. Admin API calls per successful open, per call type (target: <= 12 for tor);
+2. the service's wall time from process start to the start of the relay, as a
+   ratio to `python3 -c 'import subprocess, logging, json'` (target <= 2.0);
+3. relay throughput of a 512 MiB stream through the service into a cat-like
+   disposable side, as a ratio to a plain `cat` pipe (target >= 0.9);
+4. the service's peak RSS for 16 MiB and 512 MiB streams (target <= 40 MiB, flat).
+
+Run: .venv/bin/python benchmarks/dom0_broker.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from whonix_open.contract import SERVICE_OPEN
+from whonix_open.openinvm import HEADER_SIZE
+from whonix_open.sim.harness import SimQubes
+
+REPO = Path(__file__).resolve().parents[1]
+SERVICE = REPO / "qubes-rpc" / SERVICE_OPEN
+MiB = 1 << 20
+
+
+def service_env(sim: SimQubes, tmp: Path, arg: str = "") -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QREXEC_", "WHONIX_"))}
+    env.update(sim.env())
+    env.update({"QREXEC_REMOTE_DOMAIN": "anon-whonix",
+                "QREXEC_SERVICE_FULL_NAME": f"{SERVICE_OPEN}+{arg}",
+                "QREXEC_SERVICE_ARGUMENT": arg, "QREXEC_REQUESTED_TARGET_TYPE": "name",
+                "QREXEC_REQUESTED_TARGET": "dom0", "WHONIX_OPEN_RUN_DIR": str(tmp / "run"),
+                "WHONIX_OPEN_CONFIG": str(tmp / "none.toml")})
+    return env
+
+
+def one_open(tmp: Path, arg: str = "") -> tuple[SimQubes, float]:
+    """A small open through the real service; (sim, seconds to relay start)."""
+    sim = SimQubes.create(tmp / "sim")
+    sim.set_fault("disposable_behaviour", "noop")
+    data = b"report.pdf".ljust(HEADER_SIZE, b"\0") + b"%PDF small\n"
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, str(SERVICE)] + ([arg] if arg else []), input=data,
+                       capture_output=True, env=service_env(sim, tmp, arg), check=False)
+    if r.returncode != 0:
+        raise SystemExit(f"open failed ({r.returncode}): {r.stderr.decode()}")
+    (svc,) = sim.services()
+    return sim, svc["t"] - t0
+
+
+def calls_per_open() -> None:
+    print("1. Admin API calls per successful open (target <= 12 for tor)")
+    for arg in ("", "offline"):
+        with tempfile.TemporaryDirectory() as d:
+            sim, _ = one_open(Path(d), arg)
+            counts = collections.Counter(c["method"] for c in sim.calls())
+        label = arg or "tor (default)"
+        total = sum(counts.values())
+        events = counts.get("admin.Events", 0)
+        print(f"   {label}: {total} calls ({total - events} request/response"
+              f" + {events} admin.Events subscription)")
+        for method, n in sorted(counts.items()):
+            print(f"      {n:2d}  {method}")
+
+
+def median_wall(argv: list[str], runs: int, env: dict[str, str] | None = None) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.monotonic()
+        subprocess.run(argv, check=True, env=env, capture_output=True)
+        times.append(time.monotonic() - t0)
+    return statistics.median(times)
+
+
+def startup_ratio(runs: int) -> None:
+    print("2. Service start to relay start, vs python3 -c 'import subprocess, logging, json'"
+          " (target <= 2.0)")
+    base = median_wall([sys.executable, "-c", "import subprocess, logging, json"], runs)
+    samples = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as d:
+            samples.append(one_open(Path(d))[1])
+    ours = statistics.median(samples)
+    print(f"   baseline {base * 1000:.1f} ms, service {ours * 1000:.1f} ms "
+          f"(median of {runs}): ratio {ours / base:.2f}"
+          + ("" if ours / base <= 2.0 else "  -- TARGET MISSED"))
+
+
+def _pump(src: int, total: int) -> None:
+    """Write *total* zero bytes to fd *src* in 1 MiB chunks, then close it."""
+    chunk = bytes(MiB)
+    left = total
+    while left:
+        left -= os.write(src, chunk[:min(left, MiB)])
+    os.close(src)
+
+
+def _drain(fd: int, counter: list[int]) -> None:
+    while data := os.read(fd, MiB):
+        counter[0] += len(data)
+    os.close(fd)
+
+
+def _peak_rss(pid: int, result: list[int], stop: threading.Event) -> None:
+    """Follow VmHWM (the kernel's high-water mark) until the process ends."""
+    while not stop.is_set():
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    result[0] = max(result[0], int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+        stop.wait(0.02)
+
+
+def pipe_through(argv: list[str], size: int, env: dict[str, str] | None = None
+                 ) -> tuple[float, int, int]:
+    """Stream *size* bytes through the program; (seconds, bytes out, peak RSS KiB)."""
+    r_in, w_in = os.pipe()
+    r_out, w_out = os.pipe()
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, stdin=r_in, stdout=w_out, stderr=subprocess.DEVNULL, env=env)
+    os.close(r_in)
+    os.close(w_out)
+    got, peak, stop = [0], [0], threading.Event()
+    threads = [threading.Thread(target=_pump, args=(w_in, size)),
+               threading.Thread(target=_drain, args=(r_out, got)),
+               threading.Thread(target=_peak_rss, args=(proc.pid, peak, stop))]
+    for t in threads:
+        t.start()
+    proc.wait()
+    elapsed = time.monotonic() - t0
+    stop.set()
+    for t in threads:
+        t.join()
+    return elapsed, got[0], peak[0]
+
+
+def throughput_and_rss(size_mib: int, runs: int) -> None:
+    print(f"3. Relay throughput, {size_mib} MiB, service + cat-like disposable vs plain cat"
+          " (target >= 0.9)")
+    size = size_mib * MiB
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        sim = SimQubes.create(tmp / "sim")
+        sim.set_fault("disposable_behaviour", "cat")
+        env = service_env(sim, tmp)
+        cat_s, svc_s = [], []
+        for _ in range(runs):
+            t, n, _ = pipe_through(["cat"], size)
+            assert n == size
+            cat_s.append(t)
+            t, n, _ = pipe_through([sys.executable, str(SERVICE)], size, env)
+            assert n == size, f"service relayed {n} of {size} bytes"
+            svc_s.append(t)
+        cat_t, svc_t = min(cat_s), min(svc_s)
+        ratio = cat_t / svc_t
+        print(f"   cat {size / cat_t / MiB:.0f} MiB/s, service {size / svc_t / MiB:.0f} MiB/s "
+              f"(best of {runs}): ratio {ratio:.2f}" + ("" if ratio >= 0.9 else
+                                                       "  -- TARGET MISSED"))
+        print("4. Peak RSS of the service process (target <= 40 MiB, flat)")
+        for mib in (16, size_mib):
+            _, n, peak = pipe_through([sys.executable, str(SERVICE)], mib * MiB, env)
+            assert n == mib * MiB
+            print(f"   {mib:4d} MiB stream: {peak / 1024:.1f} MiB"
+                  + ("" if peak / 1024 <= 40 else "  -- TARGET MISSED"))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer runs and a 64 MiB stream")
+    a = p.parse_args()
+    calls_per_open()
+    startup_ratio(5 if a.quick else 15)
+    throughput_and_rss(64 if a.quick else 512, 1 if a.quick else 3)
+
+
+if __name__ == "__main__":
+    main()
