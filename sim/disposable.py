@@ -1,0 +1,224 @@
+"""The disposable side of qubes.OpenInVM, as the real vm-file-editor does it.
+
+    python -m whonix_open.sim.disposable --sim-dir D --qube NAME --caller dom0
+
+stdin/stdout are the qrexec stream. Steps (qubes-core-agent-linux
+vm-file-editor.c; QUBES-FACTS.md "The qubes.OpenInVM byte protocol"):
+
+1. read the fixed 256-byte header (short read: exit 1); the name ends at the
+   first NUL (byte 255 is forced to NUL); a leading `view-only-` means
+   view-only and is not part of the name;
+2. refuse a name with `/`, replace every byte outside [0-9A-Za-z._+@-] by `_`;
+3. store the rest of the stream in <D>/disposables/<qube>/<caller>-XXXXXXXX/NAME
+   (0400 when view-only) and record name, view_only, size, sha256 in the state;
+4. "open" it as the fault knob disposable_behaviour says (edit, noop, hang,
+   cat, partial_reply, fail); netvm_change_to switches this qube's netvm first
+   and then hangs;
+5. if the whole-second mtime changed, send the whole file back (view-only
+   too: discarding it is dom0's job), then exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from whonix_open.openinvm import HEADER_SIZE, VIEW_ONLY_PREFIX
+from whonix_open.sim.state import SimState, StateError
+
+CHUNK = 1 << 16
+# What an "edit" appends: tests compare the reply with original + EDIT_SUFFIX.
+EDIT_SUFFIX = b"\n[edited in the simulated disposable]\n"
+SAFE_BYTES = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz._+@-")
+_SANITISE = bytes(c if c in SAFE_BYTES else ord("_") for c in range(256))
+
+
+class BadHeader(ValueError):
+    pass
+
+
+def parse_header(header: bytes) -> tuple[str, bool]:
+    """(file name, view_only) from the 256-byte header, sanitised."""
+    if len(header) != HEADER_SIZE:
+        raise BadHeader("short header")
+    raw = header[:HEADER_SIZE - 1].split(b"\0", 1)[0]
+    view_only = raw.startswith(VIEW_ONLY_PREFIX)
+    if view_only:
+        raw = raw[len(VIEW_ONLY_PREFIX):]
+    if b"/" in raw:
+        raise BadHeader("file name contains /")
+    name = raw.translate(_SANITISE).decode("ascii")
+    if name in ("", ".", ".."):
+        raise BadHeader("empty file name")
+    return name, view_only
+
+
+def _read_exact(fd: int, size: int) -> bytes:
+    buf = b""
+    while len(buf) < size:
+        chunk = os.read(fd, size - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def _receive(path: Path) -> tuple[int, str]:
+    """Copy the rest of stdin into a new file; (size, sha256)."""
+    digest = hashlib.sha256()
+    size = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        while chunk := os.read(0, CHUNK):
+            os.write(fd, chunk)  # a local file: short writes do not happen here
+            digest.update(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    return size, digest.hexdigest()
+
+
+def _edit(path: Path, view_only: bool) -> None:
+    """What a user saving in the viewer does; the mtime moves by whole seconds,
+    since vm-file-editor compares whole-second mtimes."""
+    before = os.stat(path).st_mtime_ns
+    if view_only:
+        os.chmod(path, 0o600)  # the viewer's owner can always do this
+    with open(path, "ab") as f:
+        f.write(EDIT_SUFFIX)
+    if view_only:
+        os.chmod(path, 0o400)
+    later = (before // 1_000_000_000 + 2) * 1_000_000_000
+    os.utime(path, ns=(later, later))
+
+
+def _send_back(path: Path, limit: int | None = None) -> int:
+    """Write the file (or its first *limit* bytes) to stdout; bytes sent."""
+    sent = 0
+    with open(path, "rb") as f:
+        while limit is None or sent < limit:
+            chunk = f.read(CHUNK if limit is None else min(CHUNK, limit - sent))
+            if not chunk:
+                break
+            view = memoryview(chunk)
+            while view:
+                n = os.write(1, view)
+                view = view[n:]
+            sent += len(chunk)
+    return sent
+
+
+def _hang() -> None:
+    while True:  # until killed, like a viewer nobody closes
+        signal.pause()
+
+
+def _record(state: SimState, entry: dict[str, Any]) -> None:
+    with state.transaction() as st:
+        st["received"].append(entry)
+
+
+def _note_reply(state: SimState, pid: int, sent: int) -> None:
+    with state.transaction() as st:
+        for entry in st["received"]:
+            if entry["pid"] == pid:
+                entry["replied"] = sent
+
+
+def _change_netvm(state: SimState, qube: str, netvm: str) -> None:
+    """What an administrator's qvm-prefs in dom0 would do mid-session."""
+    with state.transaction() as st:
+        q = st["qubes"].get(qube)
+        if q is None:
+            return
+        q["netvm"] = netvm or None
+        q["netvm_set_count"] = q.get("netvm_set_count", 0) + 1
+        st["calls"].append({"method": "admin.vm.property.Set", "dest": qube,
+                            "arg": "netvm", "pid": os.getpid()})
+
+
+def _valid_caller(caller: str) -> bool:
+    # vm-file-editor's get_directory() rules for QREXEC_REMOTE_DOMAIN.
+    return caller not in ("", ".", "..") and "/" not in caller
+
+
+def run(sim_dir: str, qube: str, caller: str, service: str) -> int:
+    if service != "qubes.OpenInVM":
+        print(f"sim: service {service} does not exist in {qube}", file=sys.stderr)
+        return 127
+    if not _valid_caller(caller):
+        print("invalid remote domain name", file=sys.stderr)
+        return 1
+    state = SimState(sim_dir)
+    try:
+        faults = state.read()["faults"]
+    except StateError as e:
+        print(f"sim: {e}", file=sys.stderr)
+        return 1
+    behaviour = faults.get("disposable_behaviour", "edit")
+    if behaviour == "cat":
+        # Throughput benchmarks: echo the stream. A fixed program, no caller data.
+        os.execvp("cat", ["cat"])  # noqa: S606
+
+    try:
+        name, view_only = parse_header(_read_exact(0, HEADER_SIZE))
+    except BadHeader as e:
+        print(f"sim: {e}", file=sys.stderr)
+        return 1
+    base = Path(sim_dir) / "disposables" / qube
+    base.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{caller}-", dir=base)) / name
+    size, sha = _receive(path)
+    if view_only:
+        os.chmod(path, 0o400)
+    before = int(os.stat(path).st_mtime)
+    _record(state, {"qube": qube, "caller": caller, "name": name, "view_only": view_only,
+                    "size": size, "sha256": sha, "pid": os.getpid(), "path": str(path),
+                    "replied": None})
+
+    if faults.get("netvm_change_to") is not None:
+        _change_netvm(state, qube, faults["netvm_change_to"])
+        _hang()
+    if behaviour == "hang":
+        _hang()
+    if behaviour == "fail":
+        return 1
+    if behaviour in ("edit", "partial_reply"):
+        _edit(path, view_only)
+    if behaviour == "partial_reply":
+        sent = _send_back(path, os.stat(path).st_size // 2)
+        _note_reply(state, os.getpid(), sent)
+        return 1
+
+    if int(os.stat(path).st_mtime) != before:
+        sent = _send_back(path)
+        _note_reply(state, os.getpid(), sent)
+    os.close(1)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="whonix_open.sim.disposable")
+    parser.add_argument("--sim-dir", required=True)
+    parser.add_argument("--qube", required=True)
+    parser.add_argument("--caller", default="dom0")
+    parser.add_argument("--service", default="qubes.OpenInVM")
+    args = parser.parse_args(argv)
+    try:
+        return run(args.sim_dir, args.qube, args.caller, args.service)
+    except BrokenPipeError:
+        # The other end went away mid-reply; stop quietly, as the C one does.
+        with contextlib.suppress(OSError):
+            os.close(1)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
