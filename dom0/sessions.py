@@ -120,7 +120,8 @@ def open_session(directory: str, caller: str, limits: Limits) -> tuple[Session, 
         os.makedirs(directory, mode=0o770, exist_ok=True)
         with _dir_lock(directory):
             alive, stale = _scan(directory)
-            mine = sum(1 for s in alive if s.split(".", 1)[0] == caller)
+            # <caller>.<pid>.<random>: qube names may contain dots, so from the right
+            mine = sum(1 for s in alive if s.rsplit(".", 2)[0] == caller)
             if mine >= limits.per_qube:
                 raise Refusal(Exit.TOO_MANY, f"{caller} already has {mine} open disposable(s)")
             if len(alive) >= limits.total:

@@ -395,3 +395,18 @@ def test_signal_during_startup_still_cleans_up(broker, sim):
     finish(proc)
     assert proc.returncode == Exit.INTERNAL
     assert sim.disposables() == []
+
+
+def test_per_qube_limit_counts_dotted_names_right(broker, sim):
+    """Qube names may contain dots; "my.vm" and "my" are different callers."""
+    sim.add_qube("my.vm", klass="AppVM", template="debian-13", netvm="sys-firewall")
+    sim.add_qube("my", klass="AppVM", template="debian-13", netvm="sys-firewall")
+    broker.config.write_text("[limits]\nper_qube = 1\n")
+    proc = _hanging_session(broker, sim, caller="my.vm")
+    other = _hanging_session(broker, sim, caller="my")
+    assert len(sim.disposables()) == 2
+    assert broker.open_file(caller="my.vm").code == Exit.TOO_MANY
+    for p in (proc, other):
+        p.send_signal(signal.SIGTERM)
+        finish(p)
+    assert sim.disposables() == []

@@ -1,0 +1,149 @@
+"""make demo: whonix-open end to end, against the simulated Qubes.
+
+Every step runs the real programs: the `whonix-open` CLI in a (simulated)
+qube -> the `qrexec-client-vm` stand-in (sim/bin) -> the real dom0 service
+executable in qubes-rpc/ with qrexec's environment -> the simulated qubesd and
+a disposable side that behaves like vm-file-editor. After each step the demo
+shows what dom0 chose and enforced (its audit line) and what is still running.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+from whonix_open.sim.harness import SimQubes
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = Path(sys.executable).with_name("whonix-open")
+BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
+
+
+class Demo:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.sim = SimQubes.create(tmp / "sim")
+        self.home = tmp / "home"
+        (self.home / "Documents").mkdir(parents=True)
+        self.config = tmp / "profiles.toml"
+        self.log = tmp / "sim" / "logs"
+        self.seen_audit: set[str] = set()
+
+    def env(self, caller: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("QREXEC_", "WHONIX_"))}
+        env.update(self.sim.env(caller=caller))
+        env.update({
+            "PATH": self.sim.path_with_stand_in(),
+            "HOME": str(self.home),
+            "XDG_CONFIG_HOME": str(self.home / ".config"),
+            "XDG_DATA_HOME": str(self.home / ".local/share"),
+            "WHONIX_OPEN_RUN_DIR": str(self.tmp / "run"),
+            "WHONIX_OPEN_CONFIG": str(self.config),
+        })
+        return env
+
+    def file(self, name: str, text: str) -> Path:
+        path = self.home / "Documents" / name
+        path.write_text(text)
+        return path
+
+    def step(self, title: str, caller: str, *args: str) -> int:
+        print(f"\n{BOLD}== {title}{RESET}")
+        print(f"{DIM}[{caller}]$ whonix-open {' '.join(args)}{RESET}")
+        r = subprocess.run([str(CLI), *args], env=self.env(caller), capture_output=True,
+                           text=True, check=False)
+        for line in (r.stdout + r.stderr).splitlines():
+            print(f"  | {line}")
+        print(f"  exit status: {r.returncode}")
+        self.show_dom0()
+        return r.returncode
+
+    def show_dom0(self) -> None:
+        """The dom0 audit lines this step added, and what is left running."""
+        lines = []
+        for log in sorted(self.log.glob("qrexec.*.log")) if self.log.exists() else []:
+            for line in log.read_text(errors="replace").splitlines():
+                if line not in self.seen_audit and ("exit=" in line or "refused" in line):
+                    self.seen_audit.add(line)
+                    lines.append(line)
+        for line in lines:
+            print(f"  dom0: {line}")
+        left = self.sim.disposables()
+        print(f"  disposables still running: {len(left)}{' ' + ', '.join(left) if left else ''}")
+
+    def show_file(self, path: Path) -> None:
+        print(textwrap.indent(path.read_text(), f"  {path.name}: "), end="")
+
+
+def main() -> int:
+    if not CLI.exists():
+        print(f"{CLI} is missing: run `make demo` (it installs the venv first)", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="whonix-open-demo-"))
+    failures = 0
+    try:
+        d = Demo(tmp)
+        print(f"{BOLD}whonix-open demo{RESET} - simulated Qubes R4.3 with Whonix 18 in {tmp}")
+        print("qubes: anon-whonix (Whonix-Workstation behind sys-whonix), personal "
+              "(Debian behind sys-firewall, clearnet), whonix-workstation-18-dvm, ...")
+
+        letter = d.file("letter.txt", "Dear editor,\n")
+        print("\nbefore:")
+        d.show_file(letter)
+        failures += d.step("1. Open a file; the edit made in the disposable comes back",
+                           "anon-whonix", str(letter)) != 0
+        print("after:")
+        d.show_file(letter)
+
+        photo = d.file("photo.jpg", "JPEG bytes\n")
+        failures += d.step("2. View-only: dom0 discards whatever the disposable sends back",
+                           "anon-whonix", "--view-only", str(photo)) != 0
+        print("after (unchanged):")
+        d.show_file(photo)
+
+        failures += d.step("3. Offline: a disposable with no netvm at all", "anon-whonix",
+                           "--offline", "--view-only", str(photo)) != 0
+
+        failures += d.step("4. From a clearnet qube: a warning, yet the disposable is "
+                           "Tor-routed because dom0 enforces it", "personal",
+                           "--view-only", str(photo)) != 0
+
+        d.sim.set_property("whonix-workstation-18-dvm", "netvm", "sys-firewall")
+        print(f"\n{DIM}(admin mistake: the DVM template's netvm is now sys-firewall, "
+              f"i.e. clearnet){RESET}")
+        failures += d.step("5. A misconfigured DVM template: dom0 still sets sys-whonix "
+                           "before the disposable starts", "anon-whonix", "--view-only",
+                           str(photo)) != 0
+
+        d.config.write_text('[profiles.tor]\ngateway = "sys-firewall"\n')
+        print(f"\n{DIM}(admin pins a gateway that is not a Whonix-Gateway in "
+              f"profiles.toml){RESET}")
+        code = d.step("6. A profile whose gateway is not a Whonix-Gateway: refused, "
+                      "the file is NOT opened", "anon-whonix", str(letter))
+        failures += code != 66
+
+        d.config.unlink()
+        d.sim.set_fault("netvm_change_to", "sys-firewall")
+        print(f"\n{DIM}(while the file is open, someone switches the disposable's netvm "
+              f"to sys-firewall){RESET}")
+        code = d.step("7. netvm changed while open: dom0 kills the disposable",
+                      "anon-whonix", "--view-only", str(photo))
+        failures += code != 71
+
+        left = d.sim.disposables()
+        verdict = ("all steps behaved as expected" if not failures
+                   else f"{failures} step(s) did NOT behave as expected")
+        print(f"\n{BOLD}Done:{RESET} {len(left)} disposable(s) left running; {verdict}.")
+        return 1 if failures or left else 0
+    finally:
+        d.sim.kill_leftovers()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
