@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from whonix_open.contract import SERVICE_STATUS, Exit
-from whonix_open.dom0.audit import log_line
+from whonix_open.dom0.audit import AuditRecord, log_line
 from whonix_open.dom0.backend import Backend, BackendError, NoSuchQube, connect
 from whonix_open.dom0.config import ConfigError, load_config
 from whonix_open.dom0.errors import Refusal
@@ -51,14 +51,18 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
          backend: Backend | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     env = os.environ if env is None else env
+    audit = AuditRecord(service=SERVICE_STATUS)
     try:
         request = parse_request(SERVICE_STATUS, argv, env, allow_profile=False)
+        audit.caller = request.caller
         backend = backend or connect(env)
         print(json.dumps(status(backend, request.caller, env), sort_keys=True), flush=True)
-        return Exit.OK
+        code = Exit.OK
     except Refusal as e:
-        log_line(f"{SERVICE_STATUS} refused ({int(e.code)}): {e.reason}")
-        return int(e.code)
+        log_line(f"refused ({int(e.code)}): {e.reason}")
+        code = e.code
     except BackendError as e:
-        log_line(f"{SERVICE_STATUS}: qubesd: {type(e).__name__}: {e}")
-        return int(Exit.INTERNAL)
+        log_line(f"qubesd: {type(e).__name__}: {e}")
+        code = Exit.INTERNAL
+    audit.emit(int(code))
+    return int(code)
