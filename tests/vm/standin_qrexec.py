@@ -1,0 +1,123 @@
+"""A stand-in for qrexec-client-vm in the VM tests: plays dom0's side of the
+whonix services, steered by a JSON control file named by STANDIN_CONTROL.
+
+Control keys (all optional):
+  status_code / status_json / status_raw   answer to whonix.RoutingStatus
+  mode: "echo" (reply = the body), "edit" (body + b" [edited]"), "none",
+        "reply_text" (reply = control["reply_text"])
+  exit: exit code after the exchange (default 0)
+  stop_reading_after: read only this many body bytes, then reply/exit
+  cut_reply_at: send this many reply bytes, then die by SIGKILL
+  append_to: a path to append b"local change" to before replying (the user
+        changing the original while it is open)
+  rendezvous: [dir, count]: mark this call in dir, then wait (30 s at most,
+        else exit 99) until `count` calls are in flight at once
+  hang: after reading `stop_reading_after` bytes (and sending
+        `cut_reply_at` reply bytes, if given, without dying), touch
+        `ready_file` and sleep until killed
+Every call appends one JSON line to STANDIN_LOG: argv, the header (hex), the
+body's length and sha256.
+"""
+
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+
+HEADER_SIZE = 256
+
+
+def read_exact(fd, n):
+    out = b""
+    while len(out) < n:
+        chunk = os.read(fd, n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def log(entry):
+    with open(os.environ["STANDIN_LOG"], "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry) + "\n")
+
+
+def main():
+    with open(os.environ["STANDIN_CONTROL"], encoding="utf-8") as fh:
+        control = json.load(fh)
+    argv = sys.argv[1:]
+    service = argv[1] if len(argv) > 1 else ""
+    if service.startswith("whonix.RoutingStatus"):
+        log({"argv": argv})
+        if "status_raw" in control:
+            os.write(1, control["status_raw"].encode())
+        elif "status_json" in control:
+            os.write(1, json.dumps(control["status_json"]).encode())
+        return control.get("status_code", 0)
+
+    header = read_exact(0, HEADER_SIZE)
+    digest = hashlib.sha256()
+    body_len = 0
+    limit = control.get("stop_reading_after")
+    body = bytearray() if control.get("mode", "echo") in ("echo", "edit") else None
+    while limit is None or body_len < limit:
+        want = 65536 if limit is None else min(65536, limit - body_len)
+        chunk = os.read(0, want)
+        if not chunk:
+            break
+        digest.update(chunk)
+        body_len += len(chunk)
+        if body is not None:
+            body += chunk
+    log(
+        {
+            "argv": argv,
+            "header": header.hex(),
+            "body_len": body_len,
+            "body_sha256": digest.hexdigest(),
+            "env_target": os.environ.get("QREXEC_REMOTE_DOMAIN"),
+        }
+    )
+    if "rendezvous" in control:
+        where, count = control["rendezvous"]
+        with open(os.path.join(where, str(os.getpid())), "w"):
+            pass
+        deadline = time.monotonic() + 30
+        while len(os.listdir(where)) < count:
+            if time.monotonic() > deadline:
+                return 99
+            time.sleep(0.01)
+    if "append_to" in control:
+        with open(control["append_to"], "ab") as fh:
+            fh.write(b"local change")
+    mode = control.get("mode", "echo")
+    if mode == "echo":
+        reply = bytes(body)
+    elif mode == "edit":
+        reply = bytes(body) + b" [edited]"
+    elif mode == "reply_text":
+        reply = control["reply_text"].encode()
+    else:
+        reply = b""
+    cut = control.get("cut_reply_at")
+    if control.get("hang"):
+        if cut is not None:
+            os.write(1, reply[:cut])
+        with open(control["ready_file"], "w") as fh:
+            fh.write(str(os.getpid()))
+        while True:
+            time.sleep(3600)
+    if cut is not None:
+        os.write(1, reply[:cut])
+        os.kill(os.getpid(), signal.SIGKILL)
+    view = os.write  # the whole reply
+    data = memoryview(reply)
+    while data:
+        data = data[view(1, data):]
+    return control.get("exit", 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

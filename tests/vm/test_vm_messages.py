@@ -1,0 +1,33 @@
+"""The message table (vm/messages.py) covers every code of the contract."""
+
+from __future__ import annotations
+
+from whonix_open.contract import Exit
+from whonix_open.vm.exitcodes import CliExit, from_transport
+from whonix_open.vm.messages import MESSAGES, describe
+
+
+def test_every_contract_code_has_a_distinct_message():
+    assert set(MESSAGES) == set(Exit)
+    texts = [MESSAGES[code] for code in Exit]
+    assert len(set(texts)) == len(texts)
+
+
+def test_specific_advice():
+    assert "policy denied" in describe(126, None) and "administrator" in describe(126, None)
+    assert "'tor-2'" in describe(64, "tor-2")
+    assert "default profile" in describe(64, None)
+    assert "NOT opened" in describe(67, "tor")
+    assert "try again later" in describe(68, None)
+    assert "not installed" in describe(127, None)
+
+
+def test_unknown_codes():
+    assert "unexpected code 9" in describe(9, None)
+    assert "signal 9" in describe(-9, None)
+
+
+def test_cli_codes():
+    assert from_transport(0) == 0
+    assert from_transport(67) == 67 and from_transport(126) == 126
+    assert from_transport(1) == CliExit.TRANSPORT and from_transport(-15) == CliExit.TRANSPORT

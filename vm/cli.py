@@ -1,0 +1,122 @@
+"""whonix-open: open files in a fresh Whonix disposable whose network dom0 has
+checked (Tor through a Whonix-Gateway, or offline).
+
+    whonix-open [--view-only | --edit] [--profile NAME | --offline]
+                [--status [--json]] [--quiet] [--no-notify] [--] FILE...
+
+Each FILE goes to dom0 over `qrexec-client-vm dom0 whonix.OpenInDisposable+PROFILE`
+(whonix.ViewInDisposable+PROFILE with --view-only), each in its own disposable,
+all at once. Edits made in the disposable replace the original only after a
+complete, successful reply; otherwise the original stays byte-identical and any
+edited copy is kept as NAME.whonix-open-edited-<timestamp> beside it (or in
+$XDG_DATA_HOME/whonix-open/recovered/ when the directory is not writable).
+A file whose name begins with "view-only-" is sent as "_view-only-..." in edit
+mode, or the disposable would open it view-only.
+
+Exit status (with several files: the first failing file's, in argument order):
+  0 ok; 1 a file failed here (refused, I/O error, edit not applied);
+  2 usage or config error; 3 refused here (loop guard, require_whonix_gateway);
+  4 qrexec-client-vm missing or ended abnormally; 64-73 dom0's code and
+  125-127 qrexec's code, passed through (see DESIGN.md); 130/143 interrupted.
+
+Only argparse and the contract are imported at start, so `--help` stays fast;
+everything else is imported when a file is actually opened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from whonix_open import __version__
+from whonix_open.contract import is_profile_name
+from whonix_open.vm.exitcodes import EPILOG
+
+_EPILOG_NOTES = """
+config: $XDG_CONFIG_HOME/whonix-open/config.toml (or /etc/xdg/whonix-open/),
+  keys: default_profile = "NAME", view_only = true|false,
+  require_whonix_gateway = true|false (refuse instead of warn when this qube
+  is not behind a Whonix-Gateway).
+edit-back: the original is replaced (atomically, mode kept) only after dom0
+  reports success; otherwise it is left byte-identical and any edited copy is
+  kept as NAME.whonix-open-edited-<timestamp> next to it, or in
+  $XDG_DATA_HOME/whonix-open/recovered/ if its directory is not writable.
+  A name starting with "view-only-" is sent as "_view-only-..." in edit mode.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="whonix-open",
+        description=(
+            "Open files in a fresh Whonix-Workstation disposable whose network "
+            "path dom0 has checked: Tor through a Whonix-Gateway, or offline."
+        ),
+        epilog=EPILOG + "\n" + _EPILOG_NOTES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--view-only",
+        action="store_true",
+        help="open read-only; dom0 discards anything the disposable sends back",
+    )
+    mode.add_argument(
+        "--edit",
+        action="store_true",
+        help="edits come back (the default; overrides view_only = true in the config)",
+    )
+    net = parser.add_mutually_exclusive_group()
+    net.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="dom0 profile to use (built in: tor, offline; default: dom0's default)",
+    )
+    net.add_argument(
+        "--offline", action="store_true", help="same as --profile offline: no network at all"
+    )
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="print this qube's routing status (asked of dom0) and exit",
+    )
+    parser.add_argument("--json", action="store_true", help="with --status: print JSON")
+    parser.add_argument(
+        "--quiet", "-q", action="store_true", help="report only warnings and errors"
+    )
+    parser.add_argument(
+        "--no-notify",
+        action="store_true",
+        help="no desktop notifications (they are used when stderr is not a terminal)",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("files", nargs="*", metavar="FILE", help="the files to open")
+    return parser
+
+
+def main(args: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(args)
+    if ns.json and not ns.status:
+        parser.error("--json only goes with --status")
+    if ns.profile is not None and not is_profile_name(ns.profile):
+        parser.error(
+            f"--profile {ns.profile!r} is not a profile name "
+            "(lowercase letters, digits and '-', at most 31, not starting with '-')"
+        )
+    if not ns.status and not ns.files:
+        parser.error("no FILE given (or use --status)")
+    if ns.status and ns.files:
+        parser.error("--status takes no FILE")
+
+    from whonix_open.vm.run import run  # the heavy part, imported only now
+
+    try:
+        return run(ns)
+    except KeyboardInterrupt:  # Ctrl-C before any file was sent: nothing to undo
+        print("whonix-open: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""What the user is told for each exit code of the dom0 services and of qrexec
+(whonix_open.contract.Exit). One table, so every code has a specific,
+actionable message and a new code cannot be forgotten silently
+(tests/vm/test_messages.py checks that the table covers the enum)."""
+
+from __future__ import annotations
+
+from whonix_open.contract import Exit
+
+# {profile} is "the profile 'NAME'", or "the default profile" when none was named.
+MESSAGES: dict[Exit, str] = {
+    Exit.OK: "opened in a disposable and closed",
+    Exit.BAD_REQUEST: (
+        "dom0 refused the request: {profile} is unknown or malformed. "
+        "Check `whonix-open --status` for the profiles dom0 offers."
+    ),
+    Exit.MISCONFIGURED: (
+        "{profile} is misconfigured in dom0 (its disposable template or "
+        "gateway is missing or not Whonix, or /etc/whonix-open/profiles.toml is bad). "
+        "The file was NOT opened. Ask your administrator: dom0's log names the "
+        "check that failed (journalctl -t whonix-open, and "
+        "/var/log/qubes/qrexec.<this qube>.log)."
+    ),
+    Exit.NETWORK_REFUSED: (
+        "dom0 could not guarantee the network for {profile} (the path is not a "
+        "Whonix-Gateway, or offline could not be enforced). The file was NOT opened."
+    ),
+    Exit.TOO_MANY: (
+        "too many disposables are open for this qube already. Close one and try "
+        "again later."
+    ),
+    Exit.DISPOSABLE_FAILED: (
+        "dom0 could not create or start the disposable (not enough memory?). "
+        "The file was NOT opened; try again, or ask your administrator."
+    ),
+    Exit.VERIFICATION_FAILED: (
+        "the disposable failed dom0's verification (not a fresh disposable of the "
+        "expected template) and was destroyed. The file was NOT opened. "
+        "Report this to your administrator."
+    ),
+    Exit.NETVM_CHANGED: (
+        "the disposable's network was changed while the file was open, so dom0 "
+        "killed it. Edits made after that point are lost."
+    ),
+    Exit.LOOP: (
+        "dom0 refused: this qube is itself a disposable opened by whonix-open, and "
+        "opening files from it again would loop."
+    ),
+    Exit.INTERNAL: (
+        "internal error in dom0 (qubesd unreachable or an unexpected failure). "
+        "Ask your administrator to look at dom0's log (journalctl -t whonix-open)."
+    ),
+    Exit.QREXEC_FAILED: (
+        "qrexec failed (code 125): the call to dom0 could not be set up or broke off."
+    ),
+    Exit.POLICY_DENIED: (
+        "the qrexec policy denied this call (code 126), or it was cancelled at the "
+        "confirmation prompt. If it should be allowed, ask your administrator "
+        "(/etc/qubes/policy.d/30-user-whonix-open.policy in dom0)."
+    ),
+    Exit.SERVICE_NOT_FOUND: (
+        "the whonix-open service is not installed in dom0 (code 127). Ask your "
+        "administrator to install the whonix-open dom0 package."
+    ),
+}
+
+
+def describe(code: int, profile: str | None) -> str:
+    """The message for a code returned by qrexec-client-vm."""
+    shown = f"the profile '{profile}'" if profile else "the default profile"
+    try:
+        template = MESSAGES[Exit(code)]
+    except ValueError:
+        if code < 0:
+            return f"qrexec-client-vm was killed by signal {-code}"
+        return f"qrexec-client-vm ended with unexpected code {code}"
+    return template.format(profile=shown)

@@ -1,0 +1,97 @@
+"""Checking the FILE arguments before any qrexec call.
+
+Each argument is resolved (a symlink names the file it points to, which is what
+an edit must update), must be an existing regular file, and is opened for
+reading here, so the file we stream is exactly the one we checked.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+
+class TargetError(Exception):
+    """A FILE argument that cannot be opened (the message names it)."""
+
+
+@dataclass
+class Target:
+    arg: str  # as the user gave it (used in messages and for the header name)
+    path: str  # the real file (symlinks resolved): what edit-back replaces
+    fd: int  # open for reading
+    st: os.stat_result  # of the open file, to notice a change while it was away
+
+    @property
+    def size(self) -> int:
+        return self.st.st_size
+
+    @property
+    def directory(self) -> str:
+        return os.path.dirname(self.path)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    if stat.S_ISFIFO(mode):
+        return "is a named pipe (FIFO), not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a regular file"
+    return "is not a regular file"
+
+
+def prepare(arg: str) -> Target:
+    """Resolve, check and open one FILE argument; raise TargetError if it
+    cannot be opened in a disposable."""
+    if arg == "":
+        raise TargetError("an empty file name was given")
+    path = os.path.realpath(arg)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(arg):
+            raise TargetError(f"{arg}: is a broken symbolic link") from None
+        raise TargetError(f"{arg}: no such file") from None
+    except OSError as exc:
+        raise TargetError(f"{arg}: cannot check it: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise TargetError(f"{arg}: {_kind(st.st_mode)}")
+    try:
+        # O_NONBLOCK: never hang on a FIFO swapped in since the stat above.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except PermissionError:
+        raise TargetError(f"{arg}: not readable (permission denied)") from None
+    except OSError as exc:
+        raise TargetError(f"{arg}: cannot open it: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise TargetError(f"{arg}: {_kind(st.st_mode)}")
+    os.set_blocking(fd, True)
+    return Target(arg=arg, path=path, fd=fd, st=st)
+
+
+def unchanged_since(target: Target) -> bool:
+    """True if the file at target.path is still the one we sent, unmodified
+    (same inode, size and mtime): then an edit may replace it without losing a
+    change made here meanwhile."""
+    try:
+        now = os.stat(target.path)
+    except OSError:
+        return False
+    before = target.st
+    return (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) == (
+        before.st_dev,
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )

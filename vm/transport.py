@@ -1,0 +1,228 @@
+"""One qrexec call to dom0, speaking the caller side of qubes.OpenInVM.
+
+qrexec-client-vm is run WITHOUT a local program, so its stdin/stdout are the
+dom0 service's and its exit code is dom0's. We write the 256-byte header and
+then the file (os.sendfile: constant memory, no copy through Python), close
+stdin, and read the reply to EOF into a file (os.splice where possible).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import select
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+QREXEC_CLIENT = "qrexec-client-vm"
+QREXEC_CLIENT_FALLBACK = "/usr/lib/qubes/qrexec-client-vm"
+TARGET = "dom0"
+CHUNK = 1 << 20  # bytes per sendfile/splice call; memory use does not depend on it
+_READ_CHUNK = 1 << 16
+PIPE_SIZE = 1 << 20
+_POLL_MS = 200  # how often a blocked read checks whether to give up
+
+
+class TransportError(Exception):
+    """qrexec-client-vm cannot be found or started."""
+
+
+def find_qrexec_client() -> str:
+    """qrexec-client-vm on PATH (so tests and the demo can put a stand-in
+    first), else the agent's standard place."""
+    found = shutil.which(QREXEC_CLIENT)
+    if found:
+        return found
+    if os.access(QREXEC_CLIENT_FALLBACK, os.X_OK):
+        return QREXEC_CLIENT_FALLBACK
+    raise TransportError(
+        f"{QREXEC_CLIENT} not found on PATH or at {QREXEC_CLIENT_FALLBACK}: "
+        "this does not look like a Qubes qube"
+    )
+
+
+def spawn(service: str, *, stdin: int | None, stdout: int | None) -> subprocess.Popen[bytes]:
+    """Start `qrexec-client-vm dom0 SERVICE` (no local program)."""
+    program = find_qrexec_client()
+    try:
+        return subprocess.Popen(
+            [program, TARGET, service],
+            stdin=stdin,
+            stdout=stdout,
+            close_fds=True,
+        )
+    except OSError as exc:
+        raise TransportError(f"cannot start {program}: {exc.strerror}") from None
+
+
+@dataclass
+class Transfer:
+    """What happened on one call; *sent* is read by the progress display."""
+
+    size: int
+    label: str = ""  # the file's name, for progress lines
+    sent: int = 0
+    send_complete: bool = False
+    send_error: str | None = None
+    received: int = 0
+    reply_complete: bool = False  # EOF seen on the reply
+    sender_running: bool = False  # the writer still uses the source fd
+    returncode: int | None = None
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def terminate(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+
+    def kill(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
+
+def _widen_pipe(fd: int) -> None:
+    """Ask for a bigger pipe buffer: fewer context switches per MiB. Best
+    effort (the limit is /proc/sys/fs/pipe-max-size)."""
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _send(transfer: Transfer, header: bytes, src_fd: int, pipe_fd: int) -> None:
+    """Writer thread: header, then the file until EOF, then close."""
+    try:
+        _write_all(pipe_fd, header)
+        use_sendfile = True
+        while True:
+            if use_sendfile:
+                try:
+                    n = os.sendfile(pipe_fd, src_fd, None, CHUNK)
+                except OSError as exc:
+                    if exc.errno not in (22, 38):  # EINVAL, ENOSYS: no sendfile here
+                        raise
+                    use_sendfile = False
+                    continue
+            else:
+                data = os.read(src_fd, _READ_CHUNK)
+                n = len(data)
+                if n:
+                    _write_all(pipe_fd, data)
+            if n == 0:
+                break
+            transfer.sent += n
+        transfer.send_complete = True
+    except BrokenPipeError:
+        transfer.send_error = "dom0 stopped reading before the whole file was sent"
+    except OSError as exc:
+        transfer.send_error = f"sending failed: {exc.strerror}"
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(pipe_fd)
+
+
+def _receive(
+    pipe_fd: int, sink_fd: int | None, gave_up: Callable[[], bool]
+) -> tuple[int, bool]:
+    """Read the reply to EOF into *sink_fd* (or discard it). Returns (bytes
+    received, whether EOF was reached). Stops early only when *gave_up()*:
+    after an interruption another process may hold the pipe open forever."""
+    total = 0
+    use_splice = sink_fd is not None
+    buf = bytearray(_READ_CHUNK)
+    poller = select.poll()
+    poller.register(pipe_fd, select.POLLIN)
+    while True:
+        if not poller.poll(_POLL_MS):
+            if gave_up():
+                return total, False
+            continue
+        if use_splice:
+            try:
+                n = os.splice(pipe_fd, sink_fd, CHUNK)
+            except OSError as exc:
+                if exc.errno not in (22, 38):  # EINVAL, ENOSYS: plain copy
+                    raise
+                use_splice = False
+                continue
+        else:
+            n = os.readv(pipe_fd, [buf])
+            if n and sink_fd is not None:
+                _write_all(sink_fd, bytes(buf[:n]))
+        if n == 0:
+            return total, True
+        total += n
+
+
+def open_in_disposable(
+    service: str,
+    header: bytes,
+    src_fd: int,
+    size: int,
+    sink_fd: int | None,
+    on_start: Callable[[Transfer], None] = lambda _t: None,
+    label: str = "",
+    stop: threading.Event | None = None,
+) -> Transfer:
+    """Run one qubes.OpenInVM-style exchange over `qrexec-client-vm dom0
+    SERVICE`. *sink_fd* None means view-only: the reply is read and dropped
+    (dom0 already sends nothing back). Blocks until qrexec-client-vm exits;
+    once *stop* is set (an interruption, which also terminates the process),
+    it no longer waits for pipes that a leftover process may hold open."""
+    transfer = Transfer(size=size, label=label)
+    proc = spawn(service, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    transfer._proc = proc
+    on_start(transfer)  # lets the caller cancel it (signals) from now on
+    if proc.stdin is None or proc.stdout is None:
+        raise TransportError("qrexec-client-vm started without pipes")
+    # Hand the write end to the writer thread as a bare fd it alone closes.
+    for pipe in (proc.stdin, proc.stdout):
+        _widen_pipe(pipe.fileno())
+    pipe_in = os.dup(proc.stdin.fileno())
+    proc.stdin.close()
+    proc.stdin = None
+    writer = threading.Thread(
+        target=_send, args=(transfer, header, src_fd, pipe_in), name="send", daemon=True
+    )
+    writer.start()
+    def gave_up() -> bool:
+        return stop is not None and stop.is_set() and proc.poll() is not None
+
+    try:
+        transfer.received, transfer.reply_complete = _receive(
+            proc.stdout.fileno(), sink_fd, gave_up
+        )
+    except OSError:
+        proc.terminate()
+        raise
+    finally:
+        proc.stdout.close()
+        while writer.is_alive() and not gave_up():
+            writer.join(_POLL_MS / 1000)
+        transfer.sender_running = writer.is_alive()
+        transfer.returncode = proc.wait()
+    return transfer
+
+
+def query(service: str, limit: int, timeout: float) -> tuple[int, bytes]:
+    """A call with no input and a small output (whonix.RoutingStatus):
+    (exit code, output). More than *limit* bytes of output is an error the
+    caller sees as an oversized answer; a call that takes longer than
+    *timeout* seconds is killed and reported as code -9."""
+    proc = spawn(service, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return -9, b""
+    return proc.returncode, out[: limit + 1]
