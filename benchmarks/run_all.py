@@ -1,0 +1,14 @@
+"""make bench: every benchmark, one after the other (figures only, no asserts).
+
+Run on a quiet machine: the ratios compare against baselines measured in the
+same run, but two cores shared with other work still make them noisy."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+for script in ("dom0_broker.py", "vm_cli.py"):
+    print(f"\n### {script}", flush=True)
+    subprocess.run([sys.executable, str(HERE / script), *sys.argv[1:2]], check=True)
