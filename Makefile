@@ -10,7 +10,7 @@ DESTDIR     ?=
 PREFIX      ?= /usr
 PY_SITELIB  ?= $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("purelib", vars={"base": "$(PREFIX)"}))' 2>/dev/null)
 
-.PHONY: all venv system-deps test test-fast demo lint bench clean install-dom0 install-vm
+.PHONY: all venv system-deps test test-fast demo lint bench clean install-dom0 install-vm install-vm-desktop
 
 all: test
 
@@ -70,3 +70,21 @@ install-vm:
 	install -m 0644 common/*.py $(DESTDIR)$(PY_SITELIB)/whonix_open/
 	install -m 0644 vm/*.py $(DESTDIR)$(PY_SITELIB)/whonix_open/vm/
 	install -m 0755 packaging/whonix-open $(DESTDIR)$(PREFIX)/bin/whonix-open
+
+# The desktop integrations (part of install-vm; on their own for the GUI tests):
+# each file where its file manager looks. See desktop/README-section.md.
+DATADIR     ?= $(PREFIX)/share
+install-vm: install-vm-desktop
+install-vm-desktop:
+	install -d $(DESTDIR)$(DATADIR)/applications $(DESTDIR)$(DATADIR)/file-manager/actions \
+		$(DESTDIR)$(DATADIR)/nautilus-python/extensions $(DESTDIR)$(DATADIR)/kio/servicemenus \
+		$(DESTDIR)$(DATADIR)/kservices5/ServiceMenus $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/xdg/autostart
+	install -m 0644 desktop/mime/whonix-open.desktop desktop/mime/whonix-open-view.desktop \
+		$(DESTDIR)$(DATADIR)/applications/
+	install -m 0644 desktop/pcmanfm-qt/whonix-open-open.desktop desktop/pcmanfm-qt/whonix-open-view.desktop \
+		desktop/pcmanfm-qt/whonix-open-view-offline.desktop $(DESTDIR)$(DATADIR)/file-manager/actions/
+	install -m 0644 desktop/nautilus/whonix_open_nautilus.py $(DESTDIR)$(DATADIR)/nautilus-python/extensions/
+	install -m 0644 desktop/dolphin/kf6/whonix-open.desktop $(DESTDIR)$(DATADIR)/kio/servicemenus/
+	install -m 0644 desktop/dolphin/kf5/whonix-open.desktop $(DESTDIR)$(DATADIR)/kservices5/ServiceMenus/
+	install -m 0755 desktop/thunar/whonix-open-thunar-actions $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 desktop/thunar/whonix-open-thunar-actions.desktop $(DESTDIR)/etc/xdg/autostart/

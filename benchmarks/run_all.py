@@ -11,4 +11,4 @@ HERE = Path(__file__).resolve().parent
 
 for script in ("dom0_broker.py", "vm_cli.py"):
     print(f"\n### {script}", flush=True)
-    subprocess.run([sys.executable, str(HERE / script), *sys.argv[1:2]], check=True)
+    subprocess.run([sys.executable, str(HERE / script)], check=True)
