@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from whonix_open.sim.backend import SimBackend
 from whonix_open.sim.harness import SimQubes
 

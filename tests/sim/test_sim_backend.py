@@ -12,6 +12,7 @@ import time
 
 import pytest
 from sim_helpers import open_in, running_disposable
+
 from whonix_open.dom0 import backend as iface
 from whonix_open.dom0.backend import (
     BackendError,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sim_helpers import header, open_in, running_disposable
+
 from whonix_open.sim.backend import SimBackend
 from whonix_open.sim.disposable import EDIT_SUFFIX, BadHeader, parse_header
 from whonix_open.sim.harness import SimQubes

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from whonix_open.sim.harness import SimQubes
 from whonix_open.sim.scenario import ScenarioError
 from whonix_open.sim.state import SimState

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from whonix_open.sim.harness import BIN_DIR, SimQubes
 
 # Reports what qrexec handed it on stdout, logs a secret to stderr, and exits

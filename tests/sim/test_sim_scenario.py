@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from whonix_open.sim import scenario
 from whonix_open.sim.scenario import ScenarioError, load, shipped, validate
 
