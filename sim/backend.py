@@ -281,6 +281,9 @@ class SimBackend:
                 raise BackendError("dom0 cannot be killed")
             if q["power_state"] == "Halted":
                 raise NotRunning(f"{name} is not running")
+            if st["faults"].get("kill_fails", 0) > 0:
+                st["faults"]["kill_fails"] -= 1
+                raise BackendError(f"libvirt refused to kill {name} (simulated)")
             # The VM vanishes: whatever ran in it dies without a chance to clean up.
             kill_processes(st["processes"].pop(name, []))
             q["power_state"] = "Halted"

@@ -61,6 +61,7 @@ FAULTS: dict[str, tuple[tuple[type, ...], Any]] = {
     "start_fails": ((bool,), False),         # Start raises ...
     "start_fails_keeps_qube": ((bool,), True),  # ... and the halted disposable stays (or not)
     "start_delay": ((int, float), 0),        # seconds a Start takes (a slow boot)
+    "kill_fails": ((int,), 0),               # this many Kill calls fail (then they work)
     "qubesd_unreachable": ((bool,), False),  # every call raises QubesdUnreachable
     "preload": ((bool,), False),             # CreateDisposable hands out a running one
     "netvm_set_ignored": ((bool,), False),   # property.Set netvm does nothing

@@ -410,3 +410,17 @@ def test_per_qube_limit_counts_dotted_names_right(broker, sim):
         p.send_signal(signal.SIGTERM)
         finish(p)
     assert sim.disposables() == []
+
+
+def test_a_failed_kill_is_retried_by_the_next_request(broker, sim):
+    """If dom0 cannot kill the disposable, the session record stays and the
+    next request removes it."""
+    sim.set_fault("kill_fails", 2)  # the kill, and destroy()'s second try
+    r = broker.open_file()
+    assert r.code == Exit.OK, r.err
+    assert "could not" in r.err
+    (left,) = sim.disposables()
+    r = broker.open_file()
+    assert r.code == Exit.OK, r.err
+    assert f"removing {left}" in r.err
+    assert sim.disposables() == []
