@@ -6,20 +6,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import DEADLINE
 from whonix_open.contract import SERVICE_OPEN
 from whonix_open.openinvm import HEADER_SIZE, VIEW_ONLY_PREFIX
 from whonix_open.sim.harness import SimQubes
 
 REPO = Path(__file__).resolve().parents[2]
 RPC_DIR = REPO / "qubes-rpc"
-DEADLINE = 60.0  # generous: a busy 2-core CI machine
 
 
 def header(name: str, view_only: bool = False) -> bytes:
@@ -27,16 +25,6 @@ def header(name: str, view_only: bool = False) -> bytes:
     return raw.ljust(HEADER_SIZE, b"\0")
 
 
-def wait_for(predicate: Callable[[], object], what: str, timeout: float = DEADLINE) -> object:
-    """Poll until *predicate* is truthy (never a fixed sleep as the only sync)."""
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @dataclass

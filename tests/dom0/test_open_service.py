@@ -9,7 +9,8 @@ import signal
 
 import pytest
 
-from tests.dom0.conftest import DEADLINE, header, wait_for
+from tests.dom0.conftest import header
+from tests.helpers import DEADLINE, wait_for
 from whonix_open.contract import SERVICE_OPEN, SERVICE_VIEW, Exit
 
 CREATE = "admin.vm.CreateDisposable"

@@ -9,16 +9,15 @@ import os
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import DEADLINE
+
 HERE = Path(__file__).resolve().parent
 STANDIN = HERE / "standin_qrexec.py"
-DEADLINE = 60.0  # seconds: generous, for a busy 2-core CI machine
 
 DOM0_STATUS_WHONIX = {
     "version": 1,
@@ -33,16 +32,6 @@ DOM0_STATUS_WHONIX = {
 }
 
 
-def wait_for(predicate: Callable[[], object], what: str, timeout: float = DEADLINE) -> object:
-    """Poll until *predicate* is true (no fixed sleeps as synchronisation)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def _script(path: Path, text: str) -> None:

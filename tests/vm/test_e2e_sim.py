@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import DEADLINE, wait_for
 from whonix_open.sim.disposable import EDIT_SUFFIX
 from whonix_open.sim.harness import SimQubes
-
-from .conftest import DEADLINE, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SIM_BIN = REPO / "sim" / "bin"

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import DEADLINE
 from whonix_open.contract import Exit
 from whonix_open.vm import cli, loopguard
 from whonix_open.vm.messages import MESSAGES
-
-from .conftest import DEADLINE
 
 
 @pytest.fixture

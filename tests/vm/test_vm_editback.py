@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import wait_for
 from whonix_open.vm import cli, editback
 from whonix_open.vm.editback import KEPT_INFIX
-
-from .conftest import wait_for
 
 ORIGINAL = b"the original content\n" * 100
 

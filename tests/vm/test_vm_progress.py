@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 
-from .conftest import DEADLINE, wait_for
+from tests.helpers import DEADLINE, wait_for
 
 
 def _read_until(fd: int, needle: bytes, timeout: float = DEADLINE) -> bytes:
