@@ -1,0 +1,108 @@
+"""Nautilus extension: the whonix-open entries in the file context menu.
+
+Installed in /usr/share/nautilus-python/extensions/ (python3-nautilus). Works with
+the nautilus-python 4.0 API (Nautilus 43+, get_file_items(files)) and 3.0
+(get_file_items(window, files)).
+
+Every selected path is handed to `whonix-open`, directories included: the CLI
+refuses a directory with a notification rather than this menu hiding it. Items
+that are not local files (sftp://, trash://, a recent:// entry that does not
+resolve to a local file) or that are gone get no menu at all, since there is no
+local path to pass.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Sequence
+from urllib.parse import unquote, urlsplit
+
+import gi
+
+try:
+    gi.require_version("Nautilus", "4.0")
+except ValueError:
+    gi.require_version("Nautilus", "3.0")
+from gi.repository import GObject, Nautilus
+
+# (menu item name, label, tip, whonix-open options): same wording in every file manager.
+ENTRIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("WhonixOpen::open", "Open in Tor disposable",
+     "Open in a fresh Whonix disposable routed through Tor; edits come back", ()),
+    ("WhonixOpen::view", "View in Tor disposable",
+     "View read-only in a fresh Whonix disposable routed through Tor", ("--view-only",)),
+    ("WhonixOpen::view-offline", "View in offline disposable",
+     "View read-only in a fresh Whonix disposable with no network",
+     ("--view-only", "--offline")),
+)
+
+FALLBACK_CLI = "/usr/bin/whonix-open"
+
+
+def local_path(file_info) -> str | None:
+    """The local filesystem path behind a Nautilus FileInfo, or None.
+
+    recent:// (and other virtual) items carry the real file:// location as their
+    activation URI, so that is preferred over the item's own URI.
+    """
+    if file_info.is_gone():
+        return None
+    uri = file_info.get_activation_uri() or file_info.get_uri()
+    parts = urlsplit(uri)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        return None
+    path = unquote(parts.path)
+    return path if path.startswith("/") else None
+
+
+def selection_paths(files: Sequence) -> list[str] | None:
+    """Paths to hand to whonix-open, or None when the menu must not appear."""
+    if not files:
+        return None
+    paths = []
+    for file_info in files:
+        path = local_path(file_info)
+        if path is None:
+            return None  # one non-local or gone item: no partial open
+        paths.append(path)
+    if all(f.is_directory() for f in files):
+        return None  # nothing openable; a mixed selection keeps the menu
+    return paths
+
+
+def command(options: Sequence[str], paths: Sequence[str]) -> list[str]:
+    """The argv for one menu entry; '--' so a path starting with '-' stays a path."""
+    cli = shutil.which("whonix-open") or FALLBACK_CLI
+    return [cli, *options, "--", *paths]
+
+
+def launch(argv: Sequence[str]) -> None:
+    """Start whonix-open detached from Nautilus (no shell; it shows its own errors)."""
+    subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
+class WhonixOpenMenuProvider(GObject.GObject, Nautilus.MenuProvider):
+    """Adds the three whonix-open entries for local files."""
+
+    def get_file_items(self, *args):
+        # API 4.0 passes (files,), API 3.0 passes (window, files).
+        paths = selection_paths(args[-1])
+        if paths is None:
+            return []
+        items = []
+        for name, label, tip, options in ENTRIES:
+            item = Nautilus.MenuItem(name=name, label=label, tip=tip)
+            item.connect("activate", self._activate, command(options, paths))
+            items.append(item)
+        return items
+
+    def _activate(self, _item, argv: list[str]) -> None:
+        launch(argv)

@@ -1,0 +1,153 @@
+"""The menu entries in the real file managers (Debian packages) under Xvfb.
+
+Each test installs the integration files with `make install-vm-desktop
+DESTDIR=...` (Thunar: runs the merge tool for the throwaway user), starts the
+file manager on a folder with two files and a subfolder, selects with mouse
+clicks, right-clicks, finds the entries by their text (OCR) and clicks one. The
+recording stand-in `whonix-open` must then have been run with exactly the
+expected argv. Screenshots of each menu: artifacts/screenshots/<fm>-*.png.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from desktop_gui import LABELS, OPTIONS, REPO, GuiSession, find_all, have
+
+pytestmark = pytest.mark.gui
+
+FILES = ("alpha.txt", "beta.pdf")
+FOLDER = "folder"
+
+
+@pytest.fixture
+def install(tmp_path: Path) -> Path:
+    """The desktop files installed the way a template gets them; returns DESTDIR."""
+    destdir = tmp_path / "destdir"
+    subprocess.run(["make", "-s", "-C", str(REPO), "install-vm-desktop", f"DESTDIR={destdir}"],
+                   check=True, capture_output=True)
+    return destdir
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """Quote, space and $ in the folder name: the paths must arrive unmangled."""
+    work = tmp_path / "my files it's $HOME"
+    work.mkdir()
+    (work / FILES[0]).write_text("first file\n")
+    (work / FILES[1]).write_bytes(b"%PDF-1.4\n% second file\n")
+    (work / FOLDER).mkdir()
+    return work
+
+
+def need(*programs: str) -> None:
+    missing = have(*programs)
+    # a missing Debian package is a broken CI setup, not a reason to skip
+    assert not missing, f"missing {missing}: run .ci/install-system-deps"
+
+
+def drive(session: GuiSession, work: Path, check_once: bool = False) -> None:
+    """Single file x three entries, two files, a file plus a folder."""
+    lines = session.wait_text(session.main_window, [*FILES, FOLDER], timeout=60)
+    where = {name: find_all(lines, name)[0].center for name in (*FILES, FOLDER)}
+    blank = (min(x for x, _ in where.values()), max(y for _, y in where.values()) + 120)
+    alpha, beta, folder = (str(work / n) for n in (*FILES, FOLDER))
+    expected = []
+
+    for number, label in enumerate(LABELS):
+        session.select(blank, [where[FILES[0]]])
+        menu = session.open_menu(where[FILES[0]])
+        if number == 0:
+            session.save_artifact("single-file")
+            if check_once:
+                for other in LABELS:
+                    count = len(find_all(session.menu_lines, other))
+                    assert count == 1, f"{other!r} shown {count} times"
+        session.activate(menu, label)
+        expected.append([*OPTIONS[label], alpha])
+        assert session.standin.wait_calls(len(expected)) == expected
+
+    session.select(blank, [where[FILES[0]], where[FILES[1]]])
+    menu = session.open_menu(where[FILES[1]])
+    session.save_artifact("two-files")
+    session.activate(menu, "Open in Tor disposable")
+    call = session.standin.wait_calls(len(expected) + 1)[-1]
+    assert call[:1] == ["--"] and sorted(call[1:]) == sorted([alpha, beta])
+    expected.append(call)
+
+    session.select(blank, [where[FILES[0]], where[FOLDER]])
+    menu = session.open_menu(where[FOLDER])
+    session.save_artifact("file-and-folder")
+    session.activate(menu, "View in offline disposable")
+    call = session.standin.wait_calls(len(expected) + 1)[-1]
+    # the folder is passed on: whonix-open refuses it with a notification
+    assert call[:3] == ["--view-only", "--offline", "--"]
+    assert sorted(call[3:]) == sorted([alpha, folder])
+
+
+def test_thunar(tmp_path, install, workdir):
+    need("thunar", "Xvfb", "xdotool", "tesseract", "dbus-run-session")
+    with GuiSession(tmp_path, "thunar") as session:
+        tool = install / "usr/bin/whonix-open-thunar-actions"
+        subprocess.run([sys.executable, str(tool)], env=session.env, check=True,
+                       capture_output=True)
+        session.start(["thunar", str(workdir)])
+        drive(session, workdir, check_once=True)
+
+
+def dolphin_config(session: GuiSession) -> None:
+    # KDE's default is single-click-opens; a person selecting by clicking needs double-click
+    (Path(session.env["XDG_CONFIG_HOME"]) / "kdeglobals").write_text(
+        "[KDE]\nSingleClick=false\n")
+
+
+def test_dolphin_kf6_and_kf5_files(tmp_path, install, workdir):
+    """Both service menus installed (as `make install-vm` does): entries shown once."""
+    need("dolphin", "Xvfb", "xdotool", "tesseract", "dbus-run-session")
+    with GuiSession(tmp_path, "dolphin") as session:
+        dolphin_config(session)
+        session.set_data_dirs([install / "usr/share", "/usr/share"])
+        session.start(["dolphin", "--new-window", str(workdir)])
+        drive(session, workdir, check_once=True)
+
+
+def test_dolphin_kf5_legacy_file_alone(tmp_path, workdir):
+    """Only kservices5/ServiceMenus (what an older KF5 reads): the entries still work."""
+    need("dolphin", "Xvfb", "xdotool", "tesseract", "dbus-run-session")
+    data = tmp_path / "data"
+    menus = data / "kservices5/ServiceMenus"
+    menus.mkdir(parents=True)
+    (menus / "whonix-open.desktop").write_bytes(
+        (REPO / "desktop/dolphin/kf5/whonix-open.desktop").read_bytes())
+    with GuiSession(tmp_path, "dolphin-kf5") as session:
+        dolphin_config(session)
+        session.set_data_dirs([data, "/usr/share"])
+        session.start(["dolphin", "--new-window", str(workdir)])
+        lines = session.wait_text(session.main_window, [FILES[0], FILES[1]], timeout=60)
+        a, b = (find_all(lines, n)[0].center for n in FILES)
+        session.select((a[0], a[1] + 120), [a, b])
+        menu = session.open_menu(b)
+        session.save_artifact("two-files")
+        session.activate(menu, "View in Tor disposable")
+        call = session.standin.wait_calls(1)[0]
+        assert call[:2] == ["--view-only", "--"]
+        assert sorted(call[2:]) == sorted(str(workdir / n) for n in FILES)
+
+
+def test_nautilus(tmp_path, install, workdir):
+    need("nautilus", "Xvfb", "xdotool", "tesseract", "dbus-run-session")
+    with GuiSession(tmp_path, "nautilus") as session:
+        session.set_data_dirs([install / "usr/share", "/usr/share"])
+        session.start(["nautilus", "--new-window", str(workdir)])
+        drive(session, workdir, check_once=True)
+
+
+def test_pcmanfm_qt(tmp_path, install, workdir):
+    need("pcmanfm-qt", "Xvfb", "xdotool", "tesseract", "dbus-run-session")
+    with GuiSession(tmp_path, "pcmanfm-qt") as session:
+        session.set_data_dirs([install / "usr/share", "/usr/share"])
+        session.start(["pcmanfm-qt", str(workdir)])
+        drive(session, workdir, check_once=True)
