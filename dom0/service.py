@@ -47,20 +47,28 @@ def _on_signal(signum: int, _frame: object) -> None:
 
 
 def sweep_stale(backend: Backend, stale: Sequence[sessions.Stale]) -> None:
-    """Destroy disposables of dead sessions - only if they still carry that
+    """Destroy disposables of dead sessions - only those that still carry that
     session's marker (a recycled dispNNNN name must never be killed)."""
     for s in stale:
-        if s.disposable is not None:
+        left = []
+        for name in s.disposables:
             try:
-                mine = backend.feature(s.disposable, disposable.MARKER_FEATURE) == s.session
+                mine = backend.feature(name, disposable.MARKER_FEATURE) == s.session
             except NoSuchQube:
                 mine = False
             if mine:
-                log_line(f"removing {s.disposable}, left behind by dead session {s.session}")
-                if not disposable.destroy(backend, s.disposable):
-                    continue  # keep the record; try again next time
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(s.path)
+                log_line(f"removing {name}, left behind by dead session {s.session}")
+                if not disposable.destroy(backend, name):
+                    left.append(name)
+        if left:  # keep the record of what could not be removed; retry next time
+            fd = os.open(s.path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                sessions.write_record(fd, left)
+            finally:
+                os.close(fd)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(s.path)
 
 
 def _is_our_disposable(backend: Backend, caller_klass: str, caller: str) -> bool:
@@ -84,8 +92,7 @@ def serve(service: str, argv: Sequence[str], env: Mapping[str, str], audit: Audi
     audit.profile = profile.name
 
     session, stale = sessions.open_session(sessions.run_dir(env), request.caller, config.limits)
-    destroyed = True
-    name: str | None = None
+    owned: list[str] = []  # every disposable this request created and has not removed
     alarm = NetvmAlarm()
     stop_watch = None
     try:
@@ -102,12 +109,11 @@ def serve(service: str, argv: Sequence[str], env: Mapping[str, str], audit: Audi
         audit.dvm, audit.network = plan.dvm, plan.network
 
         def created(new: str) -> None:
-            nonlocal name, destroyed
-            if name is not None and name != new:
-                destroyed = disposable.destroy(backend, name) and destroyed
-            name, destroyed = new, False
+            # A replaced one (preloaded with the wrong network) goes at once.
+            owned[:] = [n for n in owned if not disposable.destroy(backend, n)]
+            owned.append(new)
             audit.disposable = new
-            session.record(new)
+            session.record(owned)
 
         name = disposable.provision(backend, plan, session.id, created)
         # Watch first, then read back: a change after the read cannot be missed.
@@ -119,12 +125,12 @@ def serve(service: str, argv: Sequence[str], env: Mapping[str, str], audit: Audi
         if stop_watch is not None:
             stop_watch()
         alarm.close()
-        if name is not None and not destroyed:
-            destroyed = _destroy_despite_signals(backend, name)
-        if destroyed:
-            session.release()
+        owned[:] = [n for n in owned if not _destroy_despite_signals(backend, n)]
+        if owned:  # keep the file, naming what is left: the next request retries
+            session.record(owned)
+            os.close(session.fd)
         else:
-            os.close(session.fd)  # keep the file: the next request retries
+            session.release()
 
 
 def _destroy_despite_signals(backend: Backend, name: str) -> bool:

@@ -38,8 +38,8 @@ class Stale:
     """What a dead service left behind."""
 
     session: str
-    disposable: str | None
-    path: str  # removed once the disposable is gone
+    disposables: list[str]
+    path: str  # removed once its disposables are gone
 
 
 class Session:
@@ -50,11 +50,10 @@ class Session:
         self.fd = fd
         self.id = os.path.basename(path)[: -len(SUFFIX)]
 
-    def record(self, disposable: str) -> None:
-        """Name the disposable before anything else is done with it."""
-        data = json.dumps({"disposable": disposable, "pid": os.getpid()}).encode()
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, data, 0)
+    def record(self, disposables: list[str]) -> None:
+        """Name the disposables this session owns (before anything is done
+        with a new one)."""
+        write_record(self.fd, disposables)
 
     def release(self) -> None:
         if self.fd < 0:
@@ -79,13 +78,18 @@ def _dir_lock(directory: str) -> Iterator[None]:
         os.close(fd)
 
 
-def _read_disposable(fd: int) -> str | None:
+def write_record(fd: int, disposables: list[str]) -> None:
+    data = json.dumps({"disposables": disposables, "pid": os.getpid()}).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+
+
+def _read_disposables(fd: int) -> list[str]:
     try:
-        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        name = data.get("disposable")
-        return name if isinstance(name, str) else None
+        names = json.loads(os.pread(fd, 65536, 0) or b"{}").get("disposables", [])
     except (OSError, ValueError, AttributeError):
-        return None
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
 
 def _scan(directory: str) -> tuple[list[str], list[Stale]]:
@@ -106,7 +110,7 @@ def _scan(directory: str) -> tuple[list[str], list[Stale]]:
             except BlockingIOError:
                 alive.append(entry[: -len(SUFFIX)])
                 continue
-            stale.append(Stale(session=entry[: -len(SUFFIX)], disposable=_read_disposable(fd),
+            stale.append(Stale(session=entry[: -len(SUFFIX)], disposables=_read_disposables(fd),
                                path=path))
         finally:
             os.close(fd)

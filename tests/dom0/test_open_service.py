@@ -425,3 +425,13 @@ def test_a_failed_kill_is_retried_by_the_next_request(broker, sim):
     assert r.code == Exit.OK, r.err
     assert f"removing {left}" in r.err
     assert sim.disposables() == []
+
+
+def test_replaced_preloaded_disposable_that_will_not_die_is_still_tracked(broker, sim):
+    sim.set_property("whonix-workstation-18-dvm", "netvm", "sys-firewall")
+    sim.set_fault("preload", True)
+    sim.set_fault("kill_fails", 2)  # the first replaced one survives its first removal
+    r = broker.open_file()
+    assert r.code == Exit.DISPOSABLE_FAILED, r.err
+    assert "could not" in r.err
+    assert sim.received() == [] and sim.disposables() == []
