@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.helpers import wait_for
+
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 LABELS = ("Open in Tor disposable", "View in Tor disposable", "View in offline disposable")
@@ -39,16 +41,6 @@ OPTIONS = {
 OCR_SCALE = 3
 
 
-def poll(what: str, check: Callable[[], object], timeout: float, interval: float = 0.1):
-    """Call *check* until it returns something truthy; fail after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 class StandIn:
@@ -73,9 +65,8 @@ class StandIn:
         return [json.loads(line) for line in self.record.read_text().splitlines() if line]
 
     def wait_calls(self, count: int, timeout: float = 20) -> list[list[str]]:
-        calls = poll(f"{count} whonix-open call(s)",
-                     lambda: (c := self.calls()) and len(c) >= count and c, timeout)
-        return calls
+        return wait_for(lambda: (c := self.calls()) and len(c) >= count and c,
+                        f"{count} whonix-open call(s)", timeout)
 
 
 @dataclass(frozen=True)
@@ -233,7 +224,7 @@ class GuiSession:
             wins = self.toplevels()
             big = [b for b in wins.values() if b.w >= 300 and b.h >= 200]
             return max(big, key=lambda b: b.w * b.h) if big else None
-        return poll(f"the {self.name} window", biggest, timeout, interval=0.3)
+        return wait_for(biggest, f"the {self.name} window", timeout, interval=0.3)
 
     def screenshot(self, dest: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -260,7 +251,7 @@ class GuiSession:
         def seen():
             lines = self.ocr(region_fn())
             return lines if all(find_all(lines, p) for p in phrases) else None
-        return poll(f"{phrases} on screen", seen, timeout, interval=0.3)
+        return wait_for(seen, f"{phrases} on screen", timeout, interval=0.3)
 
     def click(self, x: int, y: int, button: int = 1, modifiers: Sequence[str] = ()) -> None:
         # two moves: GTK4 only highlights a popover row after real pointer motion
@@ -299,8 +290,8 @@ class GuiSession:
         for _ in range(tries):
             self.click(*at, button=3)
             try:
-                return poll("the context menu entries", lambda: self._menu_entries(before, want),
-                            timeout, interval=0.3)
+                return wait_for(lambda: self._menu_entries(before, want),
+                                "the context menu entries", timeout, interval=0.3)
             except TimeoutError as err:
                 last_error = err
                 self.save_artifact("menu-not-found")
@@ -323,7 +314,7 @@ class GuiSession:
             return self.grab(row) != idle
 
         try:
-            poll(f"{label!r} to be highlighted", hover_lit, 10, interval=0.3)
+            wait_for(hover_lit, f"{label!r} to be highlighted", 10, interval=0.3)
         except TimeoutError as err:
             shot = self.save_artifact("not-highlighted")
             raise AssertionError(f"{self.name}: {err} (menu {menu}, row {row}; see {shot})") \
@@ -356,7 +347,8 @@ class GuiSession:
         return None
 
     def wait_menu_closed(self, timeout: float = 10) -> None:
-        poll("the menu to close", lambda: not (set(self.toplevels()) - self.menu_before), timeout)
+        wait_for(lambda: not (set(self.toplevels()) - self.menu_before), "the menu to close",
+                 timeout)
 
 
 def _parse_tsv(tsv: str, region: Box) -> list[Line]:
