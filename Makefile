@@ -8,7 +8,9 @@ VENV        ?= .venv
 VPY         := $(VENV)/bin/python
 DESTDIR     ?=
 PREFIX      ?= /usr
-PY_SITELIB  ?= $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("purelib", vars={"base": "$(PREFIX)"}))' 2>/dev/null)
+# Installs go to the system Python's own package directory (Debian: dist-packages).
+SYS_PYTHON  ?= /usr/bin/python3
+PY_SITELIB  ?= $(shell $(SYS_PYTHON) -c 'import sysconfig as s; n = "deb_system" if "deb_system" in s.get_scheme_names() else "posix_prefix"; print(s.get_path("purelib", n, vars={"base": "$(PREFIX)"}))' 2>/dev/null)
 
 .PHONY: all venv system-deps test test-fast demo lint bench clean install-dom0 install-vm install-vm-desktop
 
@@ -55,6 +57,7 @@ install-dom0:
 	install -d $(DESTDIR)$(PY_SITELIB)/whonix_open/dom0
 	install -m 0644 common/*.py $(DESTDIR)$(PY_SITELIB)/whonix_open/
 	install -m 0644 dom0/*.py $(DESTDIR)$(PY_SITELIB)/whonix_open/dom0/
+	$(SYS_PYTHON) -m compileall -q -d $(PY_SITELIB)/whonix_open $(DESTDIR)$(PY_SITELIB)/whonix_open
 	install -d $(DESTDIR)/etc/qubes-rpc $(DESTDIR)/etc/qubes/policy.d $(DESTDIR)/etc/whonix-open
 	install -m 0755 qubes-rpc/whonix.OpenInDisposable qubes-rpc/whonix.ViewInDisposable \
 		qubes-rpc/whonix.RoutingStatus $(DESTDIR)/etc/qubes-rpc/
@@ -70,9 +73,12 @@ install-vm:
 	install -m 0644 common/*.py $(DESTDIR)$(PY_SITELIB)/whonix_open/
 	install -m 0644 vm/*.py $(DESTDIR)$(PY_SITELIB)/whonix_open/vm/
 	install -m 0755 packaging/whonix-open $(DESTDIR)$(PREFIX)/bin/whonix-open
+	# Bytecode now: a user cannot write __pycache__ here, so without it every
+	# run of whonix-open would compile its modules again (~15 ms).
+	$(SYS_PYTHON) -m compileall -q -d $(PY_SITELIB)/whonix_open $(DESTDIR)$(PY_SITELIB)/whonix_open
 
 # The desktop integrations (part of install-vm; on their own for the GUI tests):
-# each file where its file manager looks. See desktop/README-section.md.
+# each file where its file manager looks. See README, "Desktop integration".
 DATADIR     ?= $(PREFIX)/share
 install-vm: install-vm-desktop
 install-vm-desktop:

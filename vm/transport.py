@@ -3,7 +3,9 @@
 qrexec-client-vm is run WITHOUT a local program, so its stdin/stdout are the
 dom0 service's and its exit code is dom0's. We write the 256-byte header and
 then the file (os.sendfile: constant memory, no copy through Python), close
-stdin, and read the reply to EOF into a file (os.splice where possible).
+stdin, and read the reply to EOF into a file through one reused 1 MiB buffer
+(constant memory; measured faster than os.splice into the file, which copies
+too: 1.1x on tmpfs, 1.9x on ext4).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from dataclasses import dataclass, field
 QREXEC_CLIENT = "qrexec-client-vm"
 QREXEC_CLIENT_FALLBACK = "/usr/lib/qubes/qrexec-client-vm"
 TARGET = "dom0"
-CHUNK = 1 << 20  # bytes per sendfile/splice call; memory use does not depend on it
-_READ_CHUNK = 1 << 16
-PIPE_SIZE = 1 << 20
+CHUNK = 1 << 20  # bytes per sendfile call; memory use does not depend on it
+RECV_BUFFER = 1 << 20  # the one reply buffer: memory use is this, whatever the size
+_READ_CHUNK = 1 << 16  # read/write fallback of the sender (no sendfile)
+PIPE_SIZE = 1 << 20  # both pipes: 1 MiB measured 1.4x faster than the default 64 KiB
 _POLL_MS = 200  # how often a blocked read checks whether to give up
 
 
@@ -92,7 +95,7 @@ def _widen_pipe(fd: int) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -135,31 +138,27 @@ def _receive(
 ) -> tuple[int, bool]:
     """Read the reply to EOF into *sink_fd* (or discard it). Returns (bytes
     received, whether EOF was reached). Stops early only when *gave_up()*:
-    after an interruption another process may hold the pipe open forever."""
+    after an interruption another process may hold the pipe open forever.
+
+    The pipe is read non-blocking, so poll() (which lets us check *gave_up*)
+    costs a system call only when no data is waiting."""
     total = 0
-    use_splice = sink_fd is not None
-    buf = bytearray(_READ_CHUNK)
+    buf = bytearray(RECV_BUFFER)
+    view = memoryview(buf)
     poller = select.poll()
     poller.register(pipe_fd, select.POLLIN)
+    os.set_blocking(pipe_fd, False)
     while True:
-        if not poller.poll(_POLL_MS):
-            if gave_up():
+        try:
+            n = os.readv(pipe_fd, [buf])
+        except BlockingIOError:
+            if not poller.poll(_POLL_MS) and gave_up():
                 return total, False
             continue
-        if use_splice:
-            try:
-                n = os.splice(pipe_fd, sink_fd, CHUNK)
-            except OSError as exc:
-                if exc.errno not in (22, 38):  # EINVAL, ENOSYS: plain copy
-                    raise
-                use_splice = False
-                continue
-        else:
-            n = os.readv(pipe_fd, [buf])
-            if n and sink_fd is not None:
-                _write_all(sink_fd, bytes(buf[:n]))
         if n == 0:
             return total, True
+        if sink_fd is not None:
+            _write_all(sink_fd, view[:n])
         total += n
 
 
@@ -194,6 +193,7 @@ def open_in_disposable(
         target=_send, args=(transfer, header, src_fd, pipe_in), name="send", daemon=True
     )
     writer.start()
+
     def gave_up() -> bool:
         return stop is not None and stop.is_set() and proc.poll() is not None
 
