@@ -57,7 +57,10 @@ class QubesadminBackend:
             raise NoSuchQube(str(e)) from None
         except exc.QubesVMNotStartedError as e:  # includes QubesVMNotRunningError
             raise NotRunning(str(e)) from None
-        except (exc.QubesDaemonNoResponseError, ConnectionError, FileNotFoundError) as e:
+        except (exc.QubesDaemonNoResponseError,
+                getattr(exc, "QubesDaemonCommunicationError", exc.QubesDaemonNoResponseError),
+                ConnectionError, FileNotFoundError) as e:
+            # qubesd's socket missing or refusing: QubesDaemonCommunicationError
             raise QubesdUnreachable(str(e)) from None
         except exc.QubesException as e:
             raise BackendError(f"{type(e).__name__}: {e}") from None
