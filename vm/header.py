@@ -37,11 +37,13 @@ def cut_front(name: bytes, room: int) -> bytes:
         return name
     start = len(name) - room
     cut = start
-    while cut < len(name) and _is_utf8_continuation(name[cut]):
+    # A UTF-8 character has at most 3 continuation bytes. More in a row are
+    # not UTF-8: there is no boundary to respect, so cut at the byte rather
+    # than drop up to the whole name.
+    while cut < start + 3 and cut < len(name) and _is_utf8_continuation(name[cut]):
         cut += 1
-    # A name that is not UTF-8 at all may be only "continuation" bytes: then
-    # there is no character boundary to respect, cut at the byte.
-    return name[cut:] if cut < len(name) else name[start:]
+    at_boundary = cut < len(name) and not _is_utf8_continuation(name[cut])
+    return name[cut:] if at_boundary else name[start:]
 
 
 def header_name(name: bytes, view_only: bool) -> bytes:

@@ -5,10 +5,17 @@ another program started us).
 `notify-send` on PATH, then libnotify through gi, and returns which one worked
 (None when neither exists). The caller always writes to stderr as well, so a
 failure is never silent even without a notification daemon.
+
+Callers pass plain text. The notification body is markup for most daemons
+(the "body-markup" capability: xfce4-notifyd, GNOME Shell, KDE, dunst), so a
+file name like ``a<b>&c.pdf`` is escaped here, and text that is not valid
+UTF-8 (a non-UTF-8 file name arrives as surrogate escapes) is made valid:
+notify-send aborts on invalid UTF-8 and D-Bus refuses it.
 """
 
 from __future__ import annotations
 
+import html
 import shutil
 import subprocess
 
@@ -23,9 +30,12 @@ def _via_notify_send(summary: str, body: str, urgency: str) -> bool:
         return False
     try:
         # A list argv: the file name in *body* never meets a shell. "--" so a
-        # summary starting with "-" is not taken as an option.
+        # summary starting with "-" is not taken as an option. notify-send
+        # undoes C escapes in the body (g_strcompress: backslash-n becomes a
+        # newline, backslash-x an "x"), so backslashes are doubled to survive.
+        sent_body = body.replace("\\", "\\\\")
         result = subprocess.run(
-            [program, f"--app-name={APP_NAME}", f"--urgency={urgency}", "--", summary, body],
+            [program, f"--app-name={APP_NAME}", f"--urgency={urgency}", "--", summary, sent_body],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -55,10 +65,22 @@ def _via_gi(summary: str, body: str, urgency: str) -> bool:
         return False
 
 
+def _valid_utf8(text: str) -> str:
+    """*text* with every byte that is not UTF-8 shown as a visible escape."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no file name decodes to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def notify(summary: str, body: str, urgency: str = "normal") -> str | None:
-    """Show a desktop notification; the name of the backend used, or None."""
+    """Show a desktop notification of plain-text *summary* and *body*; the
+    name of the backend used, or None."""
     if urgency not in URGENCIES:
         raise ValueError(f"urgency must be one of {URGENCIES}")
+    summary = _valid_utf8(summary)  # plain text by the spec: no escaping
+    body = html.escape(_valid_utf8(body), quote=False)
     if _via_notify_send(summary, body, urgency):
         return "notify-send"
     if _via_gi(summary, body, urgency):

@@ -102,6 +102,15 @@ def test_cut_front_of_only_continuation_bytes_cuts_at_the_byte():
     assert cut_front(b"\x80" * 10, 4) == b"\x80" * 4
 
 
+def test_cut_front_of_a_non_utf8_name_never_loses_more_than_a_character():
+    # Not UTF-8: a run of "continuation" bytes followed by "..". Skipping the
+    # whole run would send the name ".." (vm-file-editor cannot create it).
+    name = b"\x80" * 300 + b".."
+    assert cut_front(name, 245) == name[-245:]
+    got = sent_name(build_header(os.fsdecode(name), view_only=True))
+    assert got == VIEW_ONLY_PREFIX + name[-245:]
+
+
 names = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="/\0"),
     min_size=1,

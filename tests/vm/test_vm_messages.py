@@ -27,6 +27,15 @@ def test_unknown_codes():
     assert "signal 9" in describe(-9, None)
 
 
+def test_qrexec_client_vm_own_failures_are_named():
+    # agent/qrexec-client-vm.c exits 1 when it cannot reach the agent (or on a
+    # vchan error); libqrexec returns -1 (255) when the connection closes
+    # before an exit code arrived.
+    assert "qrexec agent" in describe(1, None)
+    assert "broke off" in describe(255, None)
+    assert from_transport(255) == CliExit.TRANSPORT
+
+
 def test_cli_codes():
     assert from_transport(0) == 0
     assert from_transport(67) == 67 and from_transport(126) == 126
