@@ -5,8 +5,11 @@ backend is created, never at module import, so the rest of the broker and
 its tests run without it.
 
 `app.cache_enabled` makes the first property read of a qube one
-admin.vm.property.GetAll; `info()` clears that qube's cache first, so every
-`info()` is exactly one fresh read.
+admin.vm.property.GetAll. qubesadmin then also keeps a qube object's power
+state (and class) until an event updates it (qubesadmin/vm/__init__.py
+get_power_state), so `info()`, `power_state()` and `run_service()` (whose
+autostart=False check reads the power state) each use a new object: every
+`info()` is exactly one fresh GetAll, every power state one fresh CurrentState.
 """
 
 from __future__ import annotations
@@ -33,6 +36,19 @@ NETVM_EVENTS = ("property-set:netvm", "property-reset:netvm", "property-del:netv
 
 def _name(value: Any) -> str | None:  # value: a qubesadmin VM or None
     return None if value is None else str(value)
+
+
+def _prop(vm: Any, name: str, default: Any, unreadable: type[Exception]) -> Any:
+    """A property the qube may lack (`template` of a TemplateVM, ...) reads
+    as *default*. One that could not be read is an error, not a default:
+    qubesadmin's QubesPropertyAccessError is an AttributeError too, and a
+    netvm defaulting to None would read as "offline"."""
+    try:
+        return getattr(vm, name)
+    except unreadable:
+        raise
+    except AttributeError:
+        return default
 
 
 class QubesadminBackend:
@@ -69,8 +85,10 @@ class QubesadminBackend:
     def calls(self) -> int:
         return self._calls
 
-    def _vm(self, name: str) -> Any:
+    def _vm(self, name: str, *, fresh: bool = False) -> Any:
         # get_blind: no admin.vm.List round trip just to build the object.
+        if fresh:  # forget the cached object: no stale properties or power state
+            self.app.domains.clear_cache(invalidate_name=name)
         return self.app.domains.get_blind(name)
 
     def qube_classes(self) -> dict[str, str]:
@@ -80,18 +98,21 @@ class QubesadminBackend:
 
     def info(self, name: str) -> QubeInfo:
         with self._translate():
-            vm = self._vm(name)
-            vm.clear_cache()
+            vm = self._vm(name, fresh=True)
             klass = vm.klass
+
+            def prop(key: str, default: Any) -> Any:
+                return _prop(vm, key, default, self._exc.QubesPropertyAccessError)
+
             return QubeInfo(
                 name=name,
                 klass=klass,
-                template=_name(getattr(vm, "template", None)),
-                netvm=_name(getattr(vm, "netvm", None)),
-                default_dispvm=_name(getattr(vm, "default_dispvm", None)),
-                template_for_dispvms=bool(getattr(vm, "template_for_dispvms", False)),
-                auto_cleanup=bool(getattr(vm, "auto_cleanup", False)),
-                qrexec_timeout=int(getattr(vm, "qrexec_timeout", 60)),
+                template=_name(prop("template", None)),
+                netvm=_name(prop("netvm", None)),
+                default_dispvm=_name(prop("default_dispvm", None)),
+                template_for_dispvms=bool(prop("template_for_dispvms", False)),
+                auto_cleanup=bool(prop("auto_cleanup", False)),
+                qrexec_timeout=int(prop("qrexec_timeout", 60)),
             )
 
     def feature_with_template(self, name: str, key: str) -> str | None:
@@ -127,13 +148,14 @@ class QubesadminBackend:
 
     def power_state(self, name: str) -> str:
         with self._translate():
-            return self._vm(name).get_power_state()
+            return self._vm(name, fresh=True).get_power_state()
 
     def run_service(self, name: str, service: str, *, stdin: int | IO[bytes],
                     stdout: int | IO[bytes], connect_timeout: int) -> Relay:
         with self._translate():
             # autostart=False: if the disposable died since verification, fail
-            # instead of booting it again unchecked.
+            # instead of booting it again unchecked (checked on a fresh object).
+            self._vm(name, fresh=True)
             return self.app.run_service(name, service, autostart=False, stdin=stdin,
                                         stdout=stdout, stderr=subprocess.DEVNULL,
                                         connect_timeout=connect_timeout)
@@ -153,14 +175,16 @@ class QubesadminBackend:
         import qubesadmin.events
 
         self._calls += 1
-        ready = threading.Event()
+        settled = threading.Event()  # the stream came up, or ended first
+        came_up: list[bool] = []
         stopped = threading.Event()
         loop = asyncio.new_event_loop()
         dispatcher = qubesadmin.events.EventsDispatcher(self.app)
 
         def handler(subject: Any, event: str, **_kwargs: Any) -> None:
-            if event == "connection-established":
-                ready.set()
+            if event == "connection-established":  # qubesd sends it first
+                came_up.append(True)
+                settled.set()
             elif str(subject) == name:
                 on_change()
 
@@ -176,6 +200,7 @@ class QubesadminBackend:
                 loop.run_until_complete(task[0])
             if not stopped.is_set():
                 on_change()  # the watch broke: nobody can vouch for the netvm now
+            settled.set()
 
         thread = threading.Thread(target=run, name=f"netvm-watch-{name}", daemon=True)
         thread.start()
@@ -186,7 +211,8 @@ class QubesadminBackend:
                 loop.call_soon_threadsafe(task[0].cancel)
             thread.join(timeout=5)
 
-        if not ready.wait(WATCH_READY_TIMEOUT):
+        settled.wait(WATCH_READY_TIMEOUT)
+        if not came_up:
             stop()
             raise BackendError("the admin.Events stream did not come up")
         return stop

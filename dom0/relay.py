@@ -7,8 +7,14 @@ caller). This process only waits for one of:
 
 - the call ends (the viewer was closed)            -> OK, or DISPOSABLE_FAILED
 - the netvm watcher fires (set, reset, or broken)  -> NETVM_CHANGED
-- the caller hangs up (our stdout reports an error) -> INTERNAL, "caller went away"
+- the caller hangs up                                -> INTERNAL, "caller went away"
 - a signal (handled by the service: it raises)
+
+A dom0 service's stdout is a socketpair end held by dom0's qrexec-client
+(libqrexec exec.c do_fork_exec). When the caller's connection goes away,
+qrexec-client only shutdown()s it (process_io.c close_stdout: SHUT_RD) and
+waits for us: poll() reports nothing for that, so a zero-byte send is tried
+every PROBE_INTERVAL_MS (EPIPE = gone). A pipe (tests) reports POLLERR.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import socket
+import stat
 import subprocess
 
 from whonix_open.contract import Exit
@@ -24,6 +32,7 @@ from whonix_open.dom0.errors import Refusal
 
 SERVICE = "qubes.OpenInVM"
 GONE = select.POLLERR | select.POLLHUP | select.POLLNVAL
+PROBE_INTERVAL_MS = 1000
 
 
 class NetvmAlarm:
@@ -79,15 +88,42 @@ def relay(backend: Backend, name: str, alarm: NetvmAlarm, *, view_only: bool,
         _stop(proc)
 
 
+class _HangupProbe:
+    """Tells whether the caller's end of our stdout is gone."""
+
+    def __init__(self, fd: int) -> None:
+        self.sock = None
+        if stat.S_ISSOCK(os.fstat(fd).st_mode):
+            self.sock = socket.socket(fileno=os.dup(fd))
+
+    def gone(self, revents: int) -> bool:
+        if revents & GONE:
+            return True
+        if self.sock is None:
+            return False
+        try:
+            self.sock.send(b"", socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+        except BlockingIOError:
+            return False
+        except OSError:  # EPIPE after the peer's shutdown, ECONNRESET, ...
+            return True
+        return False
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+
+
 def _supervise(proc: Relay, name: str, alarm: NetvmAlarm, caller_out: int) -> Exit:
     pidfd = os.pidfd_open(proc.pid)
+    probe = _HangupProbe(caller_out)
     try:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
         poller.register(alarm.read_fd, select.POLLIN)
         poller.register(caller_out, 0)  # mask 0: only errors/hangups are reported
         while True:
-            ready = dict(poller.poll())
+            ready = dict(poller.poll(PROBE_INTERVAL_MS))
             if alarm.read_fd in ready and alarm.fired():
                 raise Refusal(Exit.NETVM_CHANGED,
                               f"netvm of {name} was changed (or could no longer be "
@@ -98,7 +134,8 @@ def _supervise(proc: Relay, name: str, alarm: NetvmAlarm, caller_out: int) -> Ex
                     raise Refusal(Exit.DISPOSABLE_FAILED,
                                   f"qubes.OpenInVM in {name} failed with exit code {code}")
                 return Exit.OK
-            if ready.get(caller_out, 0) & GONE:
+            if probe.gone(ready.get(caller_out, 0)):
                 raise Refusal(Exit.INTERNAL, "the caller went away")
     finally:
+        probe.close()
         os.close(pidfd)

@@ -4,6 +4,7 @@ qrexec's environment variables, real pipes, against the simulated Qubes."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -62,6 +63,24 @@ class Broker:
         return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE,
                                 env=env if env is not None else self.env(service, arg, caller))
+
+    def start_like_qrexec(self, service: str = SERVICE_OPEN, arg: str = "",
+                          caller: str = "anon-whonix"):
+        """As dom0's qrexec-client runs a service (libqrexec exec.c
+        do_fork_exec): stdin and stdout are each one end of a socketpair, stderr
+        goes to the log. Returns (process, our end of its stdin, our end of
+        its stdout)."""
+        stdin_ours, stdin_theirs = socket.socketpair()
+        stdout_ours, stdout_theirs = socket.socketpair()
+        argv = [sys.executable, str(RPC_DIR / service)] + ([arg] if arg else [])
+        try:
+            proc = subprocess.Popen(argv, stdin=stdin_theirs, stdout=stdout_theirs,
+                                    stderr=subprocess.PIPE,
+                                    env=self.env(service, arg, caller))
+        finally:
+            stdin_theirs.close()
+            stdout_theirs.close()
+        return proc, stdin_ours, stdout_ours
 
     def run(self, data: bytes = b"", service: str = SERVICE_OPEN, arg: str = "",
             caller: str = "anon-whonix", env: dict[str, str] | None = None) -> Result:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 
 import pytest
 
@@ -304,6 +305,49 @@ def test_caller_hanging_up_in_view_only_mode(broker, sim):
     proc.stdout.close()
     proc.wait(timeout=DEADLINE)
     assert sim.disposables() == []
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_open_over_qrexec_sockets_edits_come_back(broker, sim):
+    """dom0's qrexec-client gives a service socketpairs, not pipes: the
+    hang-up check must not mistake them for a caller that went away."""
+    sim.set_fault("disposable_behaviour", "edit")
+    proc, stdin, stdout = broker.start_like_qrexec()
+    stdin.sendall(header("notes.txt") + b"hello\n")
+    stdin.shutdown(socket.SHUT_WR)  # the caller's EOF (process_io.c close_stdin)
+    reply = _read_all(stdout)
+    err = finish(proc)
+    assert proc.returncode == Exit.OK, err
+    assert reply and reply != b"hello\n"
+    assert sim.disposables() == []
+
+
+def test_caller_connection_lost_over_qrexec_sockets_kills_the_disposable(broker, sim):
+    """When the caller's connection breaks, dom0's qrexec-client does not
+    close our descriptors: it shuts them down (process_io.c close_stdin:
+    SHUT_WR, close_stdout: SHUT_RD) and waits for us. That must be noticed."""
+    sim.set_fault("disposable_behaviour", "hang")
+    proc, stdin, stdout = broker.start_like_qrexec()
+    stdin.sendall(header("big.iso") + b"data")
+    stdin.shutdown(socket.SHUT_WR)
+    wait_for(lambda: sim.received(), "the file to arrive in the disposable")
+    stdout.shutdown(socket.SHUT_RD)  # the vchan is gone; the sockets stay open
+    try:
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "the caller went away" in proc.stderr.read().decode()
+    assert proc.returncode == Exit.INTERNAL
+    assert sim.disposables() == []
+    stdin.close()
+    stdout.close()
 
 
 def test_sigkilled_service_leaves_a_record_the_next_request_cleans(broker, sim):

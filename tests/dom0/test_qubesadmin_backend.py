@@ -11,6 +11,7 @@ import asyncio
 import subprocess
 import sys
 import threading
+import time
 import types
 
 import pytest
@@ -22,7 +23,7 @@ class QubesException(Exception):
     pass
 
 
-class QubesVMNotFoundError(QubesException):
+class QubesVMNotFoundError(QubesException, KeyError):
     pass
 
 
@@ -34,7 +35,18 @@ class QubesVMNotRunningError(QubesVMNotStartedError):
     pass
 
 
-class QubesDaemonNoResponseError(QubesException):
+class QubesDaemonCommunicationError(QubesException):
+    pass
+
+
+class QubesDaemonAccessError(QubesDaemonCommunicationError):
+    pass
+
+
+QubesDaemonNoResponseError = QubesDaemonAccessError  # upstream: the legacy name
+
+
+class QubesPropertyAccessError(QubesDaemonAccessError, AttributeError):
     pass
 
 
@@ -55,10 +67,13 @@ class Features(dict):
 
 
 class VM:
-    def __init__(self, app, name, props, features=None):
+    """Like qubesadmin.vm.QubesVM with app.cache_enabled: the power state is
+    kept once read, until the object is dropped (or an event updates it)."""
+
+    def __init__(self, app, name, props, features):
         self.app, self.name, self.props = app, name, props
-        self.features = Features(self, features or {})
-        self.cleared = 0
+        self.features = Features(self, features)
+        self.power_state_cache = None
 
     def __str__(self):
         return self.name
@@ -71,18 +86,17 @@ class VM:
         if item not in self.props:
             raise AttributeError(item)
         value = self.props[item]
+        if isinstance(value, Exception):
+            raise value
         return self.app.domains.get_blind(value) if item in ("template", "netvm",
                                                              "default_dispvm") and value else value
 
     def __setattr__(self, key, value):
-        if key in ("app", "name", "props", "features", "cleared"):
+        if key in ("app", "name", "props", "features", "power_state_cache"):
             return object.__setattr__(self, key, value)
         self.app.log.append(("property.Set", self.name, key, value))
         self.props[key] = value
         return None
-
-    def clear_cache(self):
-        self.cleared += 1
 
     def start(self):
         self.app.log.append(("Start", self.name))
@@ -93,15 +107,32 @@ class VM:
         self.app.log.append(("Kill", self.name))
 
     def get_power_state(self):
-        return self.props.get("state", "Halted")
+        if self.power_state_cache is not None:
+            return self.power_state_cache
+        state = self.props.get("state", "Halted")
+        if self.app.cache_enabled:
+            self.power_state_cache = state
+        return state
+
+    def is_running(self):
+        return self.get_power_state() not in ("Halted", "NA")
 
 
 class Domains:
+    """qubesadmin.app.VMCollection: objects are cached by name."""
+
     def __init__(self, app):
-        self.app, self.vms = app, {}
+        self.app, self.data, self.vms = app, {}, {}
 
     def get_blind(self, name):
-        return self.vms.setdefault(name, VM(self.app, name, {}))
+        if name not in self.vms:
+            props, features = self.data.setdefault(name, ({}, {}))
+            self.vms[name] = VM(self.app, name, props, features)
+        return self.vms[name]
+
+    def clear_cache(self, invalidate_name=None):
+        if invalidate_name:
+            self.vms.pop(invalidate_name, None)
 
     def __delitem__(self, name):
         self.app.log.append(("Remove", name))
@@ -113,10 +144,14 @@ class App:
         self.domains = Domains(self)
 
     def add(self, name, features=None, **props):
-        self.domains.vms[name] = VM(self, name, props, features)
+        self.domains.data[name] = (props, features or {})
+        self.domains.vms.pop(name, None)
 
-    def run_service(self, dest, service, **kwargs):
-        self.log.append(("run_service", dest, service, kwargs))
+    def run_service(self, dest, service, autostart=True, **kwargs):
+        # QubesLocal.run_service: autostart=False checks the power state
+        if not autostart and not self.domains.get_blind(dest).is_running():
+            raise QubesVMNotRunningError(f"{dest} is not running")
+        self.log.append(("run_service", dest, service, {"autostart": autostart, **kwargs}))
         return "popen"
 
 
@@ -152,7 +187,10 @@ def app(monkeypatch):
         QubesException=QubesException, QubesVMNotFoundError=QubesVMNotFoundError,
         QubesVMNotStartedError=QubesVMNotStartedError,
         QubesVMNotRunningError=QubesVMNotRunningError,
-        QubesDaemonNoResponseError=QubesDaemonNoResponseError)
+        QubesDaemonNoResponseError=QubesDaemonNoResponseError,
+        QubesDaemonAccessError=QubesDaemonAccessError,
+        QubesDaemonCommunicationError=QubesDaemonCommunicationError,
+        QubesPropertyAccessError=QubesPropertyAccessError)
     vm_mod = types.SimpleNamespace(DispVM=types.SimpleNamespace(
         from_appvm=lambda app, dvm: DispVMWrapper(app, dvm)))
     events = types.SimpleNamespace(EventsDispatcher=EventsDispatcher)
@@ -183,12 +221,41 @@ def test_module_does_not_import_qubesadmin_at_import_time():
 
 
 def test_info_reads_fresh_with_cache_enabled(backend, app):
+    first = app.domains.get_blind("dvm")
     info = backend.info("dvm")
     assert app.cache_enabled is True
-    assert app.domains.vms["dvm"].cleared == 1
+    assert app.domains.get_blind("dvm") is not first  # a new object: nothing cached
     assert (info.klass, info.template, info.netvm, info.template_for_dispvms,
             info.auto_cleanup, info.qrexec_timeout) == (
         "AppVM", "whonix-workstation-18", "sys-whonix", True, False, 90)
+
+
+def test_a_property_that_cannot_be_read_is_an_error_not_a_default(backend, app):
+    """qubesadmin's QubesPropertyAccessError is an AttributeError: getattr()
+    with a default would turn an unreadable netvm into None, i.e. offline."""
+    app.add("disp1", klass="DispVM", template="dvm", auto_cleanup=True,
+            netvm=QubesPropertyAccessError("netvm"))
+    with pytest.raises(BackendError):
+        backend.info("disp1")
+    app.add("tpl", klass="TemplateVM")  # properties it does not have: defaults
+    assert backend.info("tpl").template is None
+
+
+def test_power_state_is_never_stale(backend, app):
+    """With cache_enabled, qubesadmin keeps a qube object's power state; the
+    disposable is read as Halted, started, and must then read as Running -
+    also for run_service's autostart=False check."""
+    app.add("disp1234", klass="DispVM", state="Halted")
+    assert backend.power_state("disp1234") == "Halted"
+    app.domains.data["disp1234"][0]["state"] = "Running"  # started meanwhile
+    assert backend.power_state("disp1234") == "Running"
+    backend.power_state("disp1234")
+    app.domains.data["disp1234"][0]["state"] = "Halted"
+    with pytest.raises(NotRunning):  # died since: never started again
+        backend.run_service("disp1234", "qubes.OpenInVM", stdin=0, stdout=1,
+                            connect_timeout=5)
+    app.domains.data["disp1234"][0]["state"] = "Running"
+    backend.run_service("disp1234", "qubes.OpenInVM", stdin=0, stdout=1, connect_timeout=5)
 
 
 def test_features_walk_the_template(backend):
@@ -210,6 +277,7 @@ def test_set_netvm_none_and_marker(backend, app):
 
 
 def test_run_service_never_autostarts_and_passes_fds(backend, app):
+    app.add("disp1234", klass="DispVM", state="Running")
     backend.run_service("disp1234", "qubes.OpenInVM", stdin=5, stdout=6, connect_timeout=90)
     (_, dest, service, kwargs), = [e for e in app.log if e[0] == "run_service"]
     assert (dest, service) == ("disp1234", "qubes.OpenInVM")
@@ -245,3 +313,16 @@ def test_watch_netvm_waits_for_the_stream_and_reports_changes(backend):
     stop = backend.watch_netvm("dvm", fired.set)
     assert fired.wait(10)
     stop()
+
+
+def test_watch_netvm_fails_at_once_when_the_stream_ends_before_it_is_up(backend, monkeypatch):
+    """qubesd refusing admin.Events (or gone) ends listen_for_events() with
+    reconnect=False before connection-established: no 10 s wait for it."""
+    async def ends_at_once(self, vm=None, reconnect=True):
+        return None
+
+    monkeypatch.setattr(EventsDispatcher, "listen_for_events", ends_at_once)
+    started = time.monotonic()
+    with pytest.raises(BackendError):
+        backend.watch_netvm("dvm", lambda: None)
+    assert time.monotonic() - started < 5
