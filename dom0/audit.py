@@ -7,7 +7,6 @@ from __future__ import annotations
 import sys
 import syslog
 import time
-from dataclasses import dataclass, field
 
 IDENT = "whonix-open"
 
@@ -19,15 +18,13 @@ def log_line(message: str, priority: int = syslog.LOG_INFO) -> None:
     print(f"{IDENT}: {message}", file=sys.stderr, flush=True)
 
 
-@dataclass
 class AuditRecord:
-    service: str
-    caller: str = "-"
-    profile: str = "-"
-    dvm: str = "-"
-    disposable: str = "-"
-    network: str = "-"
-    started: float = field(default_factory=time.monotonic)
+    """What one request did, filled in as it goes; `emit` writes the line."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.caller = self.profile = self.dvm = self.disposable = self.network = "-"
+        self.started = time.monotonic()
 
     def emit(self, code: int) -> str:
         line = (f"caller={self.caller} service={self.service} profile={self.profile} "

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import IO, NamedTuple, Protocol
 
 BACKEND_ENV = "WHONIX_OPEN_BACKEND"
 
@@ -38,8 +37,7 @@ class NotRunning(BackendError):
     """The qube is not running (e.g. kill of a halted qube)."""
 
 
-@dataclass(frozen=True)
-class QubeInfo:
+class QubeInfo(NamedTuple):
     """The properties the broker needs of one qube, read in one go."""
 
     name: str

@@ -24,9 +24,8 @@ template is checked against qubesd when a request uses the profile.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from whonix_open.contract import BUILTIN_PROFILES, DEFAULT_PROFILE, is_profile_name
 from whonix_open.dom0.request import is_qube_name
@@ -40,8 +39,7 @@ class ConfigError(Exception):
     """The configuration is unusable; the message says where and why."""
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(NamedTuple):
     name: str
     network: str  # "tor" | "offline"
     dvm: str | None = None  # None: chosen automatically
@@ -52,17 +50,15 @@ class Profile:
         return self.network == "offline"
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     per_qube: int = 3
     total: int = 10
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     profiles: Mapping[str, Profile]
     default_profile: str = DEFAULT_PROFILE
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = Limits()
 
     def profile(self, name: str | None) -> Profile | None:
         """The named profile (None: the default), or None if unknown."""
@@ -132,8 +128,8 @@ def parse_config(data: Mapping) -> Config:
         raise ConfigError("limits: must be a table")
     _check_keys(limits_table, {"per_qube", "total"}, "limits")
     limits = Limits(
-        per_qube=_limit(limits_table.get("per_qube", Limits.per_qube), "limits.per_qube"),
-        total=_limit(limits_table.get("total", Limits.total), "limits.total"),
+        per_qube=_limit(limits_table.get("per_qube", Limits().per_qube), "limits.per_qube"),
+        total=_limit(limits_table.get("total", Limits().total), "limits.total"),
     )
     return Config(profiles=profiles, default_profile=default, limits=limits)
 
@@ -143,10 +139,16 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
     path = env.get(CONFIG_ENV, DEFAULT_PATH)
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
+        f = open(path, "rb")  # noqa: SIM115 - closed below; tomllib only if there is a file
     except FileNotFoundError:
-        data = {}
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot be read or parsed: {e}") from None
+        return parse_config({})
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read: {e.strerror}") from None
+    import tomllib
+
+    with f:
+        try:
+            data = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot be read or parsed: {e}") from None
     return parse_config(data)

@@ -10,10 +10,11 @@ read back fresh; any mismatch kills it.
 
 from __future__ import annotations
 
-import logging
+import syslog
 from collections.abc import Callable
 
 from whonix_open.contract import Exit
+from whonix_open.dom0.audit import log_line
 from whonix_open.dom0.backend import (
     Backend,
     BackendError,
@@ -24,8 +25,6 @@ from whonix_open.dom0.backend import (
 )
 from whonix_open.dom0.errors import Refusal
 from whonix_open.dom0.resolve import Plan
-
-log = logging.getLogger(__name__)
 
 MARKER_FEATURE = "whonix-open-session"
 # CreateDisposable may keep handing out preloaded disposables; don't loop forever.
@@ -50,7 +49,7 @@ def _create_one(backend: Backend, plan: Plan, session_id: str,
         if running:
             # A preloaded disposable booted with the DVM template's netvm.
             if plan.gateway is None or backend.info(name).netvm != plan.gateway:
-                log.info("preloaded disposable %s has the wrong network; replacing it", name)
+                log_line(f"preloaded disposable {name} has the wrong network; replacing it")
                 return None  # the next on_created() destroys it
         else:
             backend.set_netvm(name, plan.gateway)
@@ -105,7 +104,7 @@ def destroy(backend: Backend, name: str) -> bool:
     except NotRunning:
         pass
     except Exception as e:  # noqa: BLE001 - cleanup must go on
-        log.error("could not kill disposable %s: %s", name, e)
+        log_line(f"could not kill disposable {name}: {e}", syslog.LOG_ERR)
     try:
         if backend.power_state(name) == "Halted":
             backend.remove(name)
@@ -115,5 +114,5 @@ def destroy(backend: Backend, name: str) -> bool:
     except NoSuchQube:
         return True
     except Exception as e:  # noqa: BLE001
-        log.error("could not remove disposable %s: %s", name, e)
+        log_line(f"could not remove disposable {name}: {e}", syslog.LOG_ERR)
         return False

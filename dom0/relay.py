@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import socket
 import stat
 import subprocess
 
@@ -94,7 +93,10 @@ class _HangupProbe:
     def __init__(self, fd: int) -> None:
         self.sock = None
         if stat.S_ISSOCK(os.fstat(fd).st_mode):
+            import socket  # only a real qrexec connection needs it
+
             self.sock = socket.socket(fileno=os.dup(fd))
+            self.flags = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 
     def gone(self, revents: int) -> bool:
         if revents & GONE:
@@ -102,7 +104,7 @@ class _HangupProbe:
         if self.sock is None:
             return False
         try:
-            self.sock.send(b"", socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+            self.sock.send(b"", self.flags)
         except BlockingIOError:
             return False
         except OSError:  # EPIPE after the peer's shutdown, ECONNRESET, ...

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from whonix_open.contract import Exit, is_profile_name
 from whonix_open.dom0.errors import Refusal
@@ -19,8 +19,7 @@ from whonix_open.dom0.errors import Refusal
 QUBE_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,30}")
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     caller: str
     profile: str | None  # None: the configured default profile
 

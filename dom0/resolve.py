@@ -5,7 +5,7 @@ never by its name."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from whonix_open.contract import Exit
 from whonix_open.dom0.backend import Backend, NoSuchQube, QubeInfo
@@ -18,8 +18,7 @@ GW_FEATURE = "whonix-gw"
 FALLBACK_GATEWAY = "sys-whonix"
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     profile: str
     dvm: str
     gateway: str | None  # None: offline

@@ -16,10 +16,10 @@ file still names the disposable and the next request removes it.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import sys
+import syslog
 from collections.abc import Mapping, Sequence
 
 from whonix_open.contract import SERVICE_OPEN, SERVICE_VIEW, Exit
@@ -146,7 +146,6 @@ def main(service: str, argv: Sequence[str] | None = None, env: Mapping[str, str]
     """Entry point of the two open services; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     env = os.environ if env is None else env
-    logging.basicConfig(level=logging.INFO, format="whonix-open: %(message)s")
     for s in SIGNALS:
         signal.signal(s, _on_signal)
     audit = AuditRecord(service=service)
@@ -161,9 +160,12 @@ def main(service: str, argv: Sequence[str] | None = None, env: Mapping[str, str]
     except BackendError as e:
         code = Exit.INTERNAL
         log_line(f"qubesd: {type(e).__name__}: {e}")
-    except Exception:  # dom0 must answer with a code, not a traceback
+    except Exception as e:  # noqa: BLE001 - dom0 answers with a code, not a traceback
+        import traceback
+
         code = Exit.INTERNAL
-        logging.exception("internal error")
+        log_line(f"internal error: {type(e).__name__}: {e}", syslog.LOG_ERR)
+        traceback.print_exc()  # to the qrexec log only
     audit.emit(int(code))
     return int(code)
 

@@ -20,9 +20,8 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from whonix_open.contract import Exit
 from whonix_open.dom0.config import Limits
@@ -33,8 +32,7 @@ DEFAULT_RUN_DIR = "/run/whonix-open"
 SUFFIX = ".session"
 
 
-@dataclass(frozen=True)
-class Stale:
+class Stale(NamedTuple):
     """What a dead service left behind."""
 
     session: str
@@ -131,7 +129,7 @@ def open_session(directory: str, caller: str, limits: Limits) -> tuple[Session, 
             if len(alive) >= limits.total:
                 raise Refusal(Exit.TOO_MANY, f"{len(alive)} disposables already open in all")
             path = os.path.join(directory,
-                                f"{caller}.{os.getpid()}.{secrets.token_hex(4)}{SUFFIX}")
+                                f"{caller}.{os.getpid()}.{os.urandom(4).hex()}{SUFFIX}")
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
             fcntl.flock(fd, fcntl.LOCK_EX)
     except OSError as e:
