@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,8 +95,10 @@ class Broker:
 
 
 @pytest.fixture
-def sim(tmp_path: Path) -> SimQubes:
-    return SimQubes.create(tmp_path / "sim")
+def sim(tmp_path: Path) -> Iterator[SimQubes]:
+    sim = SimQubes.create(tmp_path / "sim")
+    yield sim
+    sim.kill_leftovers()  # disposable-side processes a test left on purpose
 
 
 @pytest.fixture
