@@ -85,6 +85,7 @@ def verify(backend: Backend, name: str, plan: Plan) -> QubeInfo:
         raise Refusal(Exit.VERIFICATION_FAILED,
                       f"{name} is based on {info.template}, not {plan.dvm}")
     if not info.auto_cleanup:
+        destroy(backend, name, remove=True)  # a kill alone would leave it behind
         raise Refusal(Exit.VERIFICATION_FAILED, f"{name} does not have auto_cleanup")
     if info.netvm != plan.gateway:
         raise Refusal(Exit.NETWORK_REFUSED,
@@ -92,13 +93,15 @@ def verify(backend: Backend, name: str, plan: Plan) -> QubeInfo:
     return info
 
 
-def destroy(backend: Backend, name: str) -> bool:
+def destroy(backend: Backend, name: str, *, remove: bool = False) -> bool:
     """Kill the disposable (auto_cleanup then removes it). If it was not
-    running - a failed start does not always remove it - remove it. Never
-    raises: it runs on every exit path. False if it may still be there."""
+    running - a failed start does not always remove it - or *remove* is set,
+    remove it too. Never raises: it runs on every exit path. False if it may
+    still be there."""
     try:
         backend.kill(name)
-        return True
+        if not remove:
+            return True
     except NoSuchQube:
         return True
     except NotRunning:

@@ -214,6 +214,8 @@ class SimBackend:
                 "power_state": "Halted", "provides_network": tpl["provides_network"],
                 "netvm_set_count": 0,
             }
+            if faults.get("no_auto_cleanup"):
+                q["auto_cleanup"] = False  # for real: a kill then leaves it behind
             fake: dict[str, str] = {}
             if faults.get("wrong_klass"):
                 fake["klass"] = "AppVM"

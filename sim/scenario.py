@@ -66,6 +66,7 @@ FAULTS: dict[str, tuple[tuple[type, ...], Any]] = {
     "preload": ((bool,), False),             # CreateDisposable hands out a running one
     "netvm_set_ignored": ((bool,), False),   # property.Set netvm does nothing
     "wrong_klass": ((bool,), False),         # new disposables read back as AppVM
+    "no_auto_cleanup": ((bool,), False),     # new disposables lack auto_cleanup (like a named one)
     "wrong_template": ((bool, str), False),  # ... read back with another template
     "disposable_behaviour": ((str,), "edit"),  # what the disposable side does, BEHAVIOURS
     "netvm_change_to": ((str,), None),       # disposable side sets its netvm ("" = none)

@@ -479,3 +479,11 @@ def test_replaced_preloaded_disposable_that_will_not_die_is_still_tracked(broker
     assert r.code == Exit.DISPOSABLE_FAILED, r.err
     assert "could not" in r.err
     assert sim.received() == [] and sim.disposables() == []
+
+
+def test_a_disposable_without_auto_cleanup_is_refused_and_removed(broker, sim):
+    sim.set_fault("no_auto_cleanup", True)
+    r = broker.open_file()
+    assert r.code == Exit.VERIFICATION_FAILED, r.err
+    assert "auto_cleanup" in r.err
+    assert sim.received() == [] and sim.disposables() == []
