@@ -32,17 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-STATUS = {
-    "version": 1,
-    "qube": "bench",
-    "netvm": "sys-whonix",
-    "netvm_is_whonix_gateway": True,
-    "is_whonix_workstation": True,
-    "is_disposable_template": False,
-    "is_disposable": False,
-    "profiles": ["offline", "tor"],
-    "default_profile": "tor",
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, for tests.helpers
+from tests.helpers import DOM0_STATUS_WHONIX as STATUS
 
 # A "disposable" that sends back exactly what it got (header included): the
 # cat-like transport. RoutingStatus gets a fixed Whonix answer.

@@ -14,22 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import DEADLINE
+from tests.helpers import DEADLINE, DOM0_STATUS_WHONIX, isolated_env
 
 HERE = Path(__file__).resolve().parent
 STANDIN = HERE / "standin_qrexec.py"
 
-DOM0_STATUS_WHONIX = {
-    "version": 1,
-    "qube": "anon-whonix",
-    "netvm": "sys-whonix",
-    "netvm_is_whonix_gateway": True,
-    "is_whonix_workstation": True,
-    "is_disposable_template": False,
-    "is_disposable": False,
-    "profiles": ["offline", "tor"],
-    "default_profile": "tor",
-}
 
 
 
@@ -134,20 +123,12 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
         'with open(os.environ["NOTIFY_LOG"], "a") as fh:\n'
         "    fh.write(json.dumps(sys.argv[1:]) + chr(10))\n",
     )
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("QREXEC_", "WHONIX_OPEN_", "XDG_"))
-    }
-    env.update(
+    env = isolated_env(
+        root,
         PATH=f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin",
         STANDIN_CONTROL=str(root / "control.json"),
         STANDIN_LOG=str(root / "standin.log"),
         NOTIFY_LOG=str(root / "notify.log"),
-        XDG_CONFIG_HOME=str(root / "config"),
-        XDG_CONFIG_DIRS=str(root / "etc-xdg"),
-        XDG_DATA_HOME=str(root / "data"),
-        WHONIX_OPEN_ROOT=str(root / "fsroot"),
         PYTHONDONTWRITEBYTECODE="1",
     )
     (root / "fsroot").mkdir()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import DEADLINE, wait_for
+from tests.helpers import DEADLINE, isolated_env, wait_for
 from whonix_open.sim.disposable import EDIT_SUFFIX
 from whonix_open.sim.harness import SimQubes
 
@@ -43,12 +43,8 @@ class Chain:
         notify = fake_bin / "notify-send"
         notify.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{root}/notify.log"\n')
         notify.chmod(0o755)
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("QREXEC_", "WHONIX_OPEN_", "XDG_"))
-        }
-        self.env.update(
+        self.env = isolated_env(
+            root,
             PATH=os.pathsep.join([str(SIM_BIN), str(fake_bin), "/usr/bin", "/bin"]),
             WHONIX_OPEN_BACKEND="sim",
             WHONIX_OPEN_SIM_DIR=str(self.sim_dir),
@@ -56,10 +52,6 @@ class Chain:
             WHONIX_OPEN_PYTHON=sys.executable,
             WHONIX_OPEN_RUN_DIR=str(root / "run"),
             WHONIX_OPEN_CONFIG=str(root / "no-profiles.toml"),
-            XDG_CONFIG_HOME=str(root / "config"),
-            XDG_CONFIG_DIRS=str(root / "etc-xdg"),
-            XDG_DATA_HOME=str(root / "data"),
-            WHONIX_OPEN_ROOT=str(root / "fsroot"),
         )
 
     def argv(self, *args: str) -> list[str]:

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import DOM0_STATUS_WHONIX
 from whonix_open.vm import routing
-
-from .conftest import DOM0_STATUS_WHONIX
 
 NOT_WHONIX = dict(
     DOM0_STATUS_WHONIX,
