@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import stat
 import subprocess
 
@@ -60,12 +61,12 @@ def _stop(proc: Relay) -> None:
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, 15)
+        os.kill(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=3)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, 9)
+            os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
 
 

@@ -26,6 +26,7 @@ from typing import NamedTuple
 from whonix_open.contract import Exit
 from whonix_open.dom0.config import Limits
 from whonix_open.dom0.errors import Refusal
+from whonix_open.dom0.request import is_qube_name
 
 RUN_DIR_ENV = "WHONIX_OPEN_RUN_DIR"
 DEFAULT_RUN_DIR = "/run/whonix-open"
@@ -87,7 +88,8 @@ def _read_disposables(fd: int) -> list[str]:
         names = json.loads(os.pread(fd, 65536, 0) or b"{}").get("disposables", [])
     except (OSError, ValueError, AttributeError):
         return []
-    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+    # The run dir is writable by group qubes: only qube names reach qubesd.
+    return [n for n in names if is_qube_name(n)] if isinstance(names, list) else []
 
 
 def _scan(directory: str) -> tuple[list[str], list[Stale]]:
