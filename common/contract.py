@@ -37,6 +37,8 @@ class Exit(enum.IntEnum):
     NETVM_CHANGED = 71
     LOOP = 72
     INTERNAL = 73
+    SESSION_EXPIRED = 74
+    CALLER_SILENT = 75
 
     # qrexec's own codes, as seen by the caller of qrexec-client-vm
     QREXEC_FAILED = 125

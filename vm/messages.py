@@ -50,6 +50,15 @@ MESSAGES: dict[Exit, str] = {
         "internal error in dom0 (qubesd unreachable or an unexpected failure). "
         "Ask your administrator to look at dom0's log (journalctl -t whonix-open)."
     ),
+    Exit.SESSION_EXPIRED: (
+        "the disposable stayed open longer than dom0 allows (limits.max_session_minutes "
+        "in /etc/whonix-open/profiles.toml), so dom0 closed it. Edits not sent back "
+        "before that are lost."
+    ),
+    Exit.CALLER_SILENT: (
+        "dom0 received nothing from this qube in time and created no disposable. "
+        "Try again."
+    ),
     Exit.QREXEC_FAILED: (
         "qrexec failed (code 125): the call to dom0 could not be set up or broke off."
     ),

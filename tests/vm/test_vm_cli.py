@@ -50,7 +50,7 @@ def test_bad_arguments_are_usage_errors_without_any_qrexec_call(world, args):
 def test_help_documents_the_exit_codes(world):
     result = world.run("--help")
     assert result.returncode == 0
-    for text in ("exit status:", "64-73", "126", "require_whonix_gateway", "view-only-"):
+    for text in ("exit status:", "64-75", "126", "require_whonix_gateway", "view-only-"):
         assert text in result.stdout
 
 
