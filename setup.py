@@ -14,7 +14,8 @@ setup(
     description="Open files in netvm-enforced Whonix disposables on Qubes OS",
     license="GPL-2.0-or-later",
     python_requires=">=3.11",
-    packages=["whonix_open", "whonix_open.dom0", "whonix_open.vm", "whonix_open.sim"],
+    packages=["whonix_open", "whonix_open.dom0", "whonix_open.dom0.admin",
+              "whonix_open.dom0.admin.checks", "whonix_open.vm", "whonix_open.sim"],
     package_dir={
         "whonix_open": "common",
         "whonix_open.dom0": "dom0",
@@ -30,6 +31,7 @@ setup(
     entry_points={
         "console_scripts": [
             "whonix-open = whonix_open.vm.cli:main",
+            "whonix-open-admin = whonix_open.dom0.admin.main:main",
         ],
     },
 )

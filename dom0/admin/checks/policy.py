@@ -1,0 +1,89 @@
+"""qrexec policy as dom0 evaluates it: the file names qrexec accepts, whether
+the whole policy loads, who may call each service and profile, and rules in
+files read before the vendor file that decide instead of it."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+
+from whonix_open.contract import SERVICE_OPEN, SERVICE_STATUS, SERVICE_VIEW
+from whonix_open.dom0.admin import policy
+from whonix_open.dom0.admin.context import Context
+from whonix_open.dom0.admin.findings import FAIL, PASS, WARN, Finding, finding
+from whonix_open.dom0.disposable import MARKER_FEATURE
+
+
+def requests(ctx: Context) -> list[tuple[str, str]]:
+    """(service, argument) pairs a qube can send: every profile, and none."""
+    profiles = sorted(ctx.config.profiles) if ctx.config else []
+    pairs = [(s, "+" + p) for s in (SERVICE_OPEN, SERVICE_VIEW) for p in ["", *profiles]]
+    return [*pairs, (SERVICE_STATUS, "+")]
+
+
+def sources(ctx: Context) -> list[str]:
+    return sorted(q.name for q in ctx.inventory.values()
+                  if q.klass != "AdminVM" and q.features.get(MARKER_FEATURE) is None)
+
+
+def _valid_name(path: str) -> str:
+    base = os.path.basename(path).lower()
+    base = re.sub(r"[^0-9a-z_.-]", "-", base).lstrip(".")
+    return os.path.join(os.path.dirname(path), base if base.endswith(".policy")
+                        else base + ".policy")
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+
+
+def run(ctx: Context) -> list[Finding]:
+    try:
+        dirs = list(ctx.policy_dirs) if ctx.policy_dirs else policy.default_dirs()
+        bad = policy.bad_file_names(dirs)
+    except policy.PolicyUnavailable as e:
+        return [finding("policy", WARN, f"policy not checked: {e}")]
+    out = [finding("policy", FAIL,
+                   f"policy file name {path} is not accepted by qrexec: it refuses every "
+                   f"qrexec call in the system until the file is renamed or removed",
+                   fix=[f"sudo mv {path} {_valid_name(path)}"]) for path in bad]
+    if bad:
+        return out
+    try:
+        loaded = policy.load(dirs)
+    except policy.PolicyUnavailable as e:
+        return [finding("policy", FAIL, str(e), fix=["sudo qubes-policy-lint"])]
+    info = policy.system_info(ctx.inventory)
+    vendor_seen = False
+    for service, arg in requests(ctx):
+        by_result: dict[str, list[str]] = defaultdict(list)
+        shadowing: dict[str, list[str]] = defaultdict(list)
+        rule_at: dict[str, str] = {}
+        for src in sources(ctx):
+            d = policy.decide(loaded, info, service, arg, src, "dom0")
+            by_result[d.result].append(src)
+            if d.file == policy.VENDOR_FILE:
+                vendor_seen = True
+            elif d.file is not None and d.file < policy.VENDOR_FILE \
+                    and d.file != policy.USER_FILE and d.where:
+                shadowing[d.where].append(src)
+                rule_at[d.where] = d.rule or ""
+        call = f"{service}{arg}"
+        parts = [f"{r}: {_names(by_result[r])}" for r in ("allow", "ask", "deny")
+                 if by_result[r]]
+        out.append(finding("policy", PASS, f"{call} -> dom0: " + "; ".join(parts)))
+        for where, names in shadowing.items():
+            file, line = where.rsplit(":", 1)
+            out.append(finding(
+                "policy", WARN,
+                f"{call} from {_names(names)} is decided by {where} ({rule_at[where]}), "
+                f"a file read before {policy.VENDOR_FILE} that is not yours "
+                f"({policy.USER_FILE})", names,
+                [f"edit /etc/qubes/policy.d/{file} line {line} (a 50-config-* file: "
+                 f"Qubes Global Config), or restate the rule in {policy.USER_FILE}"]))
+    if not vendor_seen:
+        out.append(finding("policy", FAIL, f"no call to the whonix services is decided by "
+                           f"{policy.VENDOR_FILE}: is it installed?",
+                           fix=["sudo make install-dom0"]))
+    return out

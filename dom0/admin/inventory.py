@@ -1,0 +1,130 @@
+"""One read of every qube the checks need: properties, power state, tags,
+own features and the Whonix markers along the template chain.
+
+Two sources give the same `Qube` records: the real dom0 through a
+qubesadmin app (`QubesadminSource`, the only place here that touches
+qubesadmin), and the simulation (whonix_open.sim.admin_source, not shipped
+in dom0). Each source also hands out the broker's `Backend`, so resolving a
+profile or killing a disposable goes through exactly the broker's code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, NamedTuple, Protocol
+
+from whonix_open.dom0.backend import BACKEND_ENV, Backend, BackendError
+from whonix_open.dom0.resolve import GW_FEATURE, WS_FEATURE, feature_true
+
+# Own features worth carrying in the inventory (qubesadmin reads them one by one).
+FEATURES = ("whonix-open-session", "preload-dispvm-max", "preload-dispvm",
+            "whonix-default-dispvm", "whonix-default-gw", "os-version", "internal")
+
+
+class Qube(NamedTuple):
+    name: str
+    klass: str
+    template: str | None = None
+    netvm: str | None = None
+    default_dispvm: str | None = None
+    template_for_dispvms: bool = False
+    auto_cleanup: bool = False
+    power_state: str = "Halted"
+    tags: frozenset[str] = frozenset()
+    features: Mapping[str, str] = {}  # own features (those in FEATURES)
+    ws: bool = False  # feature whonix-ws on the qube or along its template chain
+    gw: bool = False  # feature whonix-gw likewise
+    uuid: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.power_state not in ("Halted", "NA")
+
+    @property
+    def is_ws_dvm(self) -> bool:
+        """A Whonix-Workstation disposable template, judged as the broker does."""
+        return self.template_for_dispvms and self.ws
+
+    @property
+    def whonix_ws(self) -> bool:
+        """Tagged anon-vm (Whonix's marker on its qubes) or a Whonix-Workstation."""
+        return self.ws or "anon-vm" in self.tags
+
+
+Inventory = Mapping[str, Qube]
+
+
+class Source(Protocol):
+    """Where the admin command reads the system from."""
+
+    backend: Backend
+
+    def inventory(self) -> dict[str, Qube]: ...
+
+
+def _name(value: Any) -> str | None:
+    return None if value is None or str(value) == "" else str(value)
+
+
+class QubesadminSource:
+    """The real system through a qubesadmin app (injected, or qubesadmin.Qubes())."""
+
+    def __init__(self, app: Any = None) -> None:
+        from whonix_open.dom0.qubesadmin_backend import QubesadminBackend
+
+        self.backend = QubesadminBackend(app)
+        self.app = self.backend.app
+
+    def inventory(self) -> dict[str, Qube]:
+        import qubesadmin.exc
+
+        def prop(vm: Any, key: str, default: Any) -> Any:
+            try:
+                return getattr(vm, key)
+            except qubesadmin.exc.QubesPropertyAccessError:
+                raise
+            except AttributeError:  # the class has no such property
+                return default
+
+        result = {}
+        try:
+            self.app.domains.clear_cache()
+            for vm in self.app.domains:
+                own = {}
+                for key in FEATURES:
+                    value = vm.features.get(key, None)
+                    if value is not None:
+                        own[key] = str(value)
+                result[vm.name] = Qube(
+                    name=vm.name, klass=vm.klass,
+                    template=_name(prop(vm, "template", None)),
+                    netvm=_name(prop(vm, "netvm", None)),
+                    default_dispvm=_name(prop(vm, "default_dispvm", None)),
+                    template_for_dispvms=bool(prop(vm, "template_for_dispvms", False)),
+                    auto_cleanup=bool(prop(vm, "auto_cleanup", False)),
+                    power_state=vm.get_power_state(),
+                    tags=frozenset(vm.tags), features=own,
+                    ws=feature_true(vm.features.check_with_template(WS_FEATURE, None)),
+                    gw=feature_true(vm.features.check_with_template(GW_FEATURE, None)),
+                    uuid=_name(prop(vm, "uuid", None)))
+        except qubesadmin.exc.QubesException as e:
+            raise BackendError(f"{type(e).__name__}: {e}") from None
+        return result
+
+
+def connect(env: Mapping[str, str] | None = None, app: Any = None) -> Source:
+    """*app*: a qubesadmin app (as qvm-* tools take it) or a ready Source.
+    Without one, WHONIX_OPEN_BACKEND chooses as for the broker: unset or
+    'qubesadmin' for the real dom0, 'sim' for the simulation (never a fallback)."""
+    if app is not None:
+        return app if hasattr(app, "inventory") else QubesadminSource(app)
+    env = os.environ if env is None else env
+    choice = env.get(BACKEND_ENV, "qubesadmin")
+    if choice == "qubesadmin":
+        return QubesadminSource()
+    if choice == "sim":
+        from whonix_open.sim.admin_source import SimSource  # not shipped in dom0
+
+        return SimSource.from_env(env)
+    raise BackendError(f"unknown {BACKEND_ENV}={choice!r}")
