@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from whonix_open.dom0.admin.inventory import Inventory, Qube, Source
+from whonix_open.dom0.backend import Backend
 from whonix_open.dom0.config import CONFIG_ENV, DEFAULT_PATH, Config, ConfigError, load_config
 
 PREFERRED_GATEWAY = "sys-whonix"
@@ -35,7 +36,7 @@ class Context:
         return ctx
 
     @property
-    def backend(self):
+    def backend(self) -> Backend:
         return self.source.backend
 
     @property

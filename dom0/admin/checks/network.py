@@ -12,19 +12,30 @@ from whonix_open.dom0.admin.inventory import Qube
 from whonix_open.dom0.disposable import MARKER_FEATURE
 
 
+def _users(ctx: Context, dvm: str) -> list[str]:
+    """Whonix qubes whose default_dispvm chain reaches *dvm*."""
+    found = []
+    for q in sorted(ctx.inventory.values()):
+        if q.whonix_ws and q.name != dvm and dvm in _chain(ctx, q)[1:]:
+            found.append(q.name)
+    return found
+
+
 def _dvm_netvm(ctx: Context) -> list[Finding]:
     out = []
     for q in ctx.ws_dvms():
         if ctx.fits_tor_or_none(q.netvm):
             out.append(finding("dvm-netvm", PASS,
                                f"DVM template {q.name}: netvm {q.netvm or 'none'}", [q.name]))
-        else:
-            out.append(finding(
-                "dvm-netvm", FAIL,
-                f"Whonix-Workstation DVM template {q.name} has netvm {q.netvm}, which is not "
-                f"a Whonix-Gateway: disposables started from it the stock way "
-                f"(qvm-open-in-dvm, @dispvm) go out in clearnet",
-                [q.name, q.netvm], [ctx.gateway_fix(q.name)]))
+            continue
+        users = _users(ctx, q.name)
+        used = f"; it is the default_dispvm of {', '.join(users)}" if users else ""
+        out.append(finding(
+            "dvm-netvm", FAIL,
+            f"Whonix-Workstation DVM template {q.name} has netvm {q.netvm}, which is not "
+            f"a Whonix-Gateway: disposables started from it the stock way "
+            f"(qvm-open-in-dvm, @dispvm{used}) go out in clearnet",
+            [q.name, q.netvm, *users], [ctx.gateway_fix(q.name)]))
     return out
 
 
@@ -41,9 +52,23 @@ def _fitting_dvm(ctx: Context) -> str:
     return good[0] if good else "''"
 
 
-def _default_dispvm(ctx: Context, q: Qube) -> Finding | None:
-    """Follow default_dispvm as far as disposables can nest."""
-    inv = ctx.inventory
+def _chain(ctx: Context, q: Qube) -> list[str]:
+    """q, its default_dispvm, that one's, ... as far as disposables can nest
+    (a disposable of d gets d's default_dispvm, or d itself when unset)."""
+    chain = [q.name]
+    current = q.default_dispvm
+    while current is not None and current not in chain:
+        chain.append(current)
+        d = ctx.inventory.get(current)
+        if d is None or not d.is_ws_dvm:
+            break
+        current = d.default_dispvm
+    return chain
+
+
+def _default_dispvm(ctx: Context, q: Qube) -> tuple[str, str] | Finding | None:
+    """The first bad link (owner, target) of q's chain; a finding for the
+    broker's own disposables, which must have none at all."""
     if q.klass == "DispVM" and q.features.get(MARKER_FEATURE) is not None:
         if q.default_dispvm is None:
             return None
@@ -52,34 +77,33 @@ def _default_dispvm(ctx: Context, q: Qube) -> Finding | None:
                        f"{q.default_dispvm} (the broker sets none): code in it can start a "
                        f"disposable with another network", [q.name, q.default_dispvm],
                        [f"qvm-kill {q.name}"])
-    level = WARN if q.klass == "TemplateVM" else FAIL
-    chain = [q.name]
-    current = q.default_dispvm
-    while current is not None and current not in chain:
-        chain.append(current)
-        d = inv.get(current)
-        path = " -> ".join(chain)
-        if d is None or not d.is_ws_dvm:
-            return finding("anon-default-dispvm", level,
-                           f"Whonix qube {q.name}: default_dispvm chain {path} reaches "
-                           f"{current}, which is not a Whonix-Workstation DVM template: "
-                           f"disposables started from there (qvm-open-in-dvm, @dispvm) are "
-                           f"not Whonix and may go out in clearnet", chain,
-                           [f"qvm-prefs {chain[-2]} default_dispvm {_fitting_dvm(ctx)}"])
-        if not ctx.fits_tor_or_none(d.netvm):
-            return finding("anon-default-dispvm", level,
-                           f"Whonix qube {q.name}: default_dispvm chain {path} reaches "
-                           f"{current}, whose netvm {d.netvm} is not a Whonix-Gateway: "
-                           f"its disposables go out in clearnet", [*chain, d.netvm],
-                           [ctx.gateway_fix(current)])
-        # A disposable of d gets d's default_dispvm, or d itself when unset.
-        current = d.default_dispvm
-    return None
+    chain = _chain(ctx, q)
+    last = ctx.inventory.get(chain[-1])
+    if len(chain) > 1 and (last is None or not last.is_ws_dvm):
+        return chain[-2], chain[-1]
+    return None  # a WS DVM's own netvm is the dvm-netvm check's
+
+
+def _bad_links(ctx: Context, links: dict[tuple[str, str], list[str]]) -> list[Finding]:
+    out = []
+    for (owner, target), affected in links.items():
+        q = ctx.inventory[owner]
+        others = [n for n in affected if n != owner]
+        via = f" (and so for {', '.join(others)}, whose chain passes {owner})" if others else ""
+        out.append(finding(
+            "anon-default-dispvm", WARN if q.klass == "TemplateVM" else FAIL,
+            f"Whonix qube {owner} has default_dispvm {target}, which is not a "
+            f"Whonix-Workstation DVM template: disposables started from it (qvm-open-in-dvm, "
+            f"@dispvm, a disposable started from a disposable) are not Whonix and may go out "
+            f"in clearnet{via}", [owner, target, *others],
+            [f"qvm-prefs {owner} default_dispvm {_fitting_dvm(ctx)}"]))
+    return out
 
 
 def run(ctx: Context) -> list[Finding]:
     out = _dvm_netvm(ctx)
-    bad = []
+    bad: list[Finding] = []
+    links: dict[tuple[str, str], list[str]] = {}
     for q in sorted(ctx.inventory.values()):
         if not q.whonix_ws or q.klass == "AdminVM" or q.gw:
             continue
@@ -87,15 +111,17 @@ def run(ctx: Context) -> list[Finding]:
             f = _anon_netvm(ctx, q)
             if f:
                 bad.append(f)
-        f = _default_dispvm(ctx, q)
-        if f:
-            bad.append(f)
+        link = _default_dispvm(ctx, q)
+        if isinstance(link, Finding):
+            bad.append(link)
+        elif link is not None:
+            links.setdefault(link, []).append(q.name)
+    bad += _bad_links(ctx, links)
     out += bad
     if not any(f.check == "anon-netvm" for f in bad):
         out.append(finding("anon-netvm", PASS, "every Whonix qube's netvm is a "
                            "Whonix-Gateway or none"))
     if not any(f.check == "anon-default-dispvm" for f in bad):
         out.append(finding("anon-default-dispvm", PASS, "every Whonix qube's default_dispvm "
-                           "chain stays in Whonix-Workstation DVM templates behind a "
-                           "Whonix-Gateway (or none)"))
+                           "chain stays in Whonix-Workstation DVM templates (or none)"))
     return out

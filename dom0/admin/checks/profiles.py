@@ -67,6 +67,10 @@ def _fix(ctx: Context, profile: Profile, reason: str) -> list[str]:
         return [edit + f"profiles.{profile.name}.gateway must name a Whonix-Gateway "
                 f"({', '.join(ctx.gateways()) or 'none exists'})"]
     if "no Whonix-Workstation disposable template" in reason:
+        lost = sorted(q.name for q in inv.values() if q.ws and q.klass == "AppVM"
+                      and q.name.endswith("-dvm") and not q.template_for_dispvms)
+        if lost:
+            return [f"qvm-prefs {lost[0]} template_for_dispvms True"]
         templates = sorted(q.name for q in inv.values() if q.ws and q.klass == "TemplateVM")
         t = templates[-1] if templates else "whonix-workstation-18"
         return [f"qvm-create --class AppVM --template {t} --label red "
@@ -128,8 +132,8 @@ def _preloads(ctx: Context) -> list[Finding]:
                                f"profile {name} can use the {_max(q)} preloaded disposables "
                                f"of {dvm} (its netvm is {q.netvm or 'none'})", [dvm]))
             continue
-        new = f"{q.template or dvm}-{'offline' if plan.gateway is None else plan.gateway}-dvm"
-        new = new[:31]
+        base = dvm[:-4] if dvm.endswith("-dvm") else dvm
+        new = f"{base}-{name}"[:31]
         net = plan.gateway or "''"
         out.append(finding(
             "preload", WARN,
