@@ -63,13 +63,14 @@ def run(body: Callable[[Source, Mapping[str, str]], int], app: Any,
     become one line on stderr and exit 3."""
     env = os.environ if env is None else env
     try:
-        source = connect(env, app)
+        try:
+            source = connect(env, app)
+        except ImportError as e:
+            error(f"qubesadmin is not installed (python3-qubesadmin): {e}")
+            return EXIT_UNREACHABLE
         return body(source, env)
     except BackendError as e:
         error(f"cannot read the system from qubesd: {e}")
-        return EXIT_UNREACHABLE
-    except ImportError as e:
-        error(f"qubesadmin is not installed (python3-qubesadmin): {e}")
         return EXIT_UNREACHABLE
 
 

@@ -33,6 +33,7 @@ def parser() -> ModuleType:
 
 
 def default_dirs() -> list[str]:
+    parser()
     import qrexec
 
     return [str(qrexec.RUNTIME_POLICY_PATH), str(qrexec.POLICYPATH)]
