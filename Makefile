@@ -94,3 +94,13 @@ install-vm-desktop:
 	install -m 0644 desktop/dolphin/kf5/whonix-open.desktop $(DESTDIR)$(DATADIR)/kservices5/ServiceMenus/
 	install -m 0755 desktop/thunar/whonix-open-thunar-actions $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 desktop/thunar/whonix-open-thunar-actions.desktop $(DESTDIR)/etc/xdg/autostart/
+
+# whonix-open-admin reap, from a systemd timer in dom0 (at boot and every 5 minutes).
+# Enable after installing: systemctl enable --now whonix-open-reap.timer
+SYSTEMD_UNITDIR ?= /usr/lib/systemd/system
+.PHONY: install-dom0-reap-timer
+install-dom0: install-dom0-reap-timer
+install-dom0-reap-timer:
+	install -d $(DESTDIR)$(SYSTEMD_UNITDIR)
+	install -m 0644 packaging/whonix-open-reap.service packaging/whonix-open-reap.timer \
+		$(DESTDIR)$(SYSTEMD_UNITDIR)/
