@@ -21,6 +21,7 @@ from whonix_open.sim.harness import SimQubes
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).with_name("whonix-open")
+ADMIN = Path(sys.executable).with_name("whonix-open-admin")
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 
 
@@ -62,6 +63,18 @@ class Demo:
         print(f"  exit status: {r.returncode}")
         self.show_dom0()
         return r.returncode
+
+    def admin(self, title: str, *args: str) -> tuple[int, str]:
+        """The administrator's dom0 command against the same simulated system."""
+        print(f"\n{BOLD}== {title}{RESET}")
+        args = (*args, "--policy-dir", "policy/")  # this tree's policy, not /etc/qubes
+        print(f"{DIM}[dom0]$ whonix-open-admin {' '.join(args)}{RESET}")
+        r = subprocess.run([str(ADMIN), *args], cwd=REPO,
+                           env=self.env("dom0"), capture_output=True, text=True, check=False)
+        for line in (r.stdout + r.stderr).splitlines():
+            print(f"  | {line}")
+        print(f"  exit status: {r.returncode}")
+        return r.returncode, r.stdout
 
     def show_dom0(self) -> None:
         """The dom0 audit lines this step added, and what is left running."""
@@ -119,11 +132,14 @@ def main() -> int:
         failures += d.step("5. A misconfigured DVM template: dom0 still sets sys-whonix "
                            "before the disposable starts", "anon-whonix", "--view-only",
                            str(photo)) != 0
+        code, out = d.admin("6. The administrator's check finds the DVM template and says how "
+                            "to fix it", "check", "--quiet")
+        failures += code != 1 or "FAIL  dvm-netvm" not in out
 
         d.config.write_text('[profiles.tor]\ngateway = "sys-firewall"\n')
         print(f"\n{DIM}(admin pins a gateway that is not a Whonix-Gateway in "
               f"profiles.toml){RESET}")
-        code = d.step("6. A profile whose gateway is not a Whonix-Gateway: refused, "
+        code = d.step("7. A profile whose gateway is not a Whonix-Gateway: refused, "
                       "the file is NOT opened", "anon-whonix", str(letter))
         failures += code != 66
 
@@ -131,7 +147,7 @@ def main() -> int:
         d.sim.set_fault("netvm_change_to", "sys-firewall")
         print(f"\n{DIM}(while the file is open, someone switches the disposable's netvm "
               f"to sys-firewall){RESET}")
-        code = d.step("7. netvm changed while open: dom0 kills the disposable",
+        code = d.step("8. netvm changed while open: dom0 kills the disposable",
                       "anon-whonix", "--view-only", str(photo))
         failures += code != 71
 
