@@ -33,5 +33,10 @@ setup(
             "whonix-open = whonix_open.vm.cli:main",
             "whonix-open-admin = whonix_open.dom0.admin.main:main",
         ],
+        # The simulated Qubes as a source for whonix-open-admin (tests, demo);
+        # install-dom0 ships neither the package nor this entry point.
+        "whonix_open.admin_sources": [
+            "sim = whonix_open.sim.admin_source:SimSource.from_env",
+        ],
     },
 )

@@ -3,9 +3,10 @@ own features and the Whonix markers along the template chain.
 
 Two sources give the same `Qube` records: the real dom0 through a
 qubesadmin app (`QubesadminSource`, the only place here that touches
-qubesadmin), and the simulation (whonix_open.sim.admin_source, not shipped
-in dom0). Each source also hands out the broker's `Backend`, so resolving a
-profile or killing a disposable goes through exactly the broker's code.
+qubesadmin), and the simulation (whonix_open.sim.admin_source, offered as
+an entry point; dom0 gets neither). Each source also hands out the broker's
+`Backend`, so resolving a profile or killing a disposable goes through
+exactly the broker's code.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, NamedTuple, Protocol
 from whonix_open.dom0.backend import BACKEND_ENV, Backend, BackendError
 from whonix_open.dom0.resolve import GW_FEATURE, WS_FEATURE, feature_true
 
+ENTRY_POINTS = "whonix_open.admin_sources"
 # Own features worth carrying in the inventory (qubesadmin reads them one by one).
 FEATURES = ("whonix-open-session", "preload-dispvm-max", "preload-dispvm",
             "whonix-default-dispvm", "whonix-default-gw", "os-version", "internal")
@@ -123,8 +125,11 @@ def connect(env: Mapping[str, str] | None = None, app: Any = None) -> Source:
     choice = env.get(BACKEND_ENV, "qubesadmin")
     if choice == "qubesadmin":
         return QubesadminSource()
-    if choice == "sim":
-        from whonix_open.sim.admin_source import SimSource  # not shipped in dom0
+    # Anything else is offered as an entry point (the simulation's, which the
+    # dom0 install ships neither with its package nor its entry point).
+    from importlib.metadata import entry_points
 
-        return SimSource.from_env(env)
-    raise BackendError(f"unknown {BACKEND_ENV}={choice!r}")
+    found = entry_points(group=ENTRY_POINTS, name=choice)
+    if not found:
+        raise BackendError(f"unknown {BACKEND_ENV}={choice!r}")
+    return next(iter(found)).load()(env)
