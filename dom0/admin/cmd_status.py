@@ -67,9 +67,10 @@ def table(data: list[dict]) -> str:
     head = ("CALLER", "PROFILE", "DISPOSABLE", "NETWORK", "AGE", "LEFT", "STATE")
     lines = [head]
     for d in data:
-        caller = d["caller"] or "?"
-        if d["created_by"]:
-            caller += f" (created by {d['created_by']})"
+        caller = d["caller"] or d["owner"] or "?"
+        creator = d["created_by"] or (d["owner"] if d["owner"] != caller else None)
+        if creator:
+            caller += f" (created by {creator})"
         disp = ", ".join(f"{x['name']}" + ("" if x["state"] == "Running" else f" [{x['state']}]")
                          for x in d["disposables"]) or "-"
         lines.append((caller, d["profile"] or "?", disp, d["network"] or "?",

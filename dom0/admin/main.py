@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -44,3 +45,6 @@ def main(args: Sequence[str] | None = None, app: Any = None,
         return command[0].main(args[1:], app=app, env=env)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `... | head`: the reader is gone, so is our output
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

@@ -60,9 +60,12 @@ def parse(session_id: str, path: str, alive: bool, data: bytes) -> Record:
     profile = raw.get("profile")
     network = raw.get("network")
     pid = raw.get("pid")
+    # The file is named after the qube the session counts against.
+    named = session_id.rsplit(".", 2)[0]
     return Record(
         id=session_id, path=path, alive=alive, disposables=disposables,
-        caller=qube("caller"), owner=qube("owner"), dvm=qube("dvm"),
+        caller=qube("caller"), owner=qube("owner") or (named if is_qube_name(named) else None),
+        dvm=qube("dvm"),
         profile=profile if isinstance(profile, str) and is_profile_name(profile) else None,
         network=network if isinstance(network, str) and is_qube_name(network) else None,
         pid=pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None,

@@ -41,7 +41,8 @@ def test_status_of_a_session_joins_record_and_system(make_admin):
     text = admin.run("status").out.splitlines()
     assert text[0].split() == ["CALLER", "PROFILE", "DISPOSABLE", "NETWORK", "AGE", "LEFT",
                                "STATE"]
-    assert text[1].split()[:4] == ["disp78", "tor", "disp77", "sys-whonix"]
+    assert text[1].split()[:7] == ["disp78", "(created", "by", "anon-whonix)", "tor", "disp77",
+                                   "sys-whonix"]
 
 
 def test_status_hides_stale_sessions_unless_asked(make_admin):
