@@ -36,6 +36,9 @@ class SimSource:
     def from_env(cls, env: Mapping[str, str]) -> SimSource:
         return cls(SimBackend.from_env(env), SimState.from_env(env))
 
+    def global_default_dispvm(self) -> str | None:
+        return None  # the simulation has no global properties
+
     def inventory(self) -> dict[str, Qube]:
         try:
             st = self._state.read()

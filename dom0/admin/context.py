@@ -20,6 +20,7 @@ class Context:
     env: Mapping[str, str]
     run_dir: str
     policy_dirs: Sequence[str] | None  # None: qrexec's own
+    global_default_dispvm: str | None = None
     config: Config | None = None
     config_error: str | None = None
     _plans: dict = field(default_factory=dict)
@@ -28,7 +29,7 @@ class Context:
     def load(cls, source: Source, env: Mapping[str, str], run_dir: str,
              policy_dirs: Sequence[str] | None) -> Context:
         ctx = cls(source=source, inventory=source.inventory(), env=env, run_dir=run_dir,
-                  policy_dirs=policy_dirs)
+                  policy_dirs=policy_dirs, global_default_dispvm=source.global_default_dispvm())
         try:
             ctx.config = load_config(env)
         except ConfigError as e:

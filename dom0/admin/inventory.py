@@ -64,6 +64,9 @@ class Source(Protocol):
 
     def inventory(self) -> dict[str, Qube]: ...
 
+    def global_default_dispvm(self) -> str | None:
+        """The system's default_dispvm (qubes-prefs)."""
+
 
 def _name(value: Any) -> str | None:
     return None if value is None or str(value) == "" else str(value)
@@ -77,6 +80,14 @@ class QubesadminSource:
 
         self.backend = QubesadminBackend(app)
         self.app = self.backend.app
+
+    def global_default_dispvm(self) -> str | None:
+        import qubesadmin.exc
+
+        try:
+            return _name(self.app.default_dispvm)
+        except qubesadmin.exc.QubesException as e:
+            raise BackendError(f"{type(e).__name__}: {e}") from None
 
     def inventory(self) -> dict[str, Qube]:
         import qubesadmin.exc
@@ -93,11 +104,8 @@ class QubesadminSource:
         try:
             self.app.domains.clear_cache()
             for vm in self.app.domains:
-                own = {}
-                for key in FEATURES:
-                    value = vm.features.get(key, None)
-                    if value is not None:
-                        own[key] = str(value)
+                present = set(vm.features)  # one admin.vm.feature.List
+                own = {key: str(vm.features[key]) for key in FEATURES if key in present}
                 result[vm.name] = Qube(
                     name=vm.name, klass=vm.klass,
                     template=_name(prop(vm, "template", None)),

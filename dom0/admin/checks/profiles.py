@@ -107,9 +107,15 @@ def _profiles(ctx: Context) -> list[Finding]:
     return out
 
 
-def _max(q: Qube) -> int:
+def _max(ctx: Context, q: Qube) -> int:
+    """qubesd's get_feat_preload_max: dom0's preload-dispvm-max applies to the
+    global default_dispvm (qubes/vm/mix/dvmtemplate.py), else the DVM's own."""
+    value = q.features.get(PRELOAD_MAX)
+    dom0 = ctx.inventory.get("dom0")
+    if dom0 and PRELOAD_MAX in dom0.features and q.name == ctx.global_default_dispvm:
+        value = dom0.features[PRELOAD_MAX]
     try:
-        return max(0, int(q.features.get(PRELOAD_MAX, "0") or "0"))
+        return max(0, int(value or "0"))
     except ValueError:
         return 0
 
@@ -125,11 +131,11 @@ def _preloads(ctx: Context) -> list[Finding]:
                 used[(name, result.dvm)] = result
     for (name, dvm), plan in sorted(used.items()):
         q = ctx.inventory.get(dvm)
-        if q is None or _max(q) == 0:
+        if q is None or _max(ctx, q) == 0:
             continue
         if q.netvm == plan.gateway:
             out.append(finding("preload", PASS,
-                               f"profile {name} can use the {_max(q)} preloaded disposables "
+                               f"profile {name} can use the {_max(ctx, q)} preloaded disposables "
                                f"of {dvm} (its netvm is {q.netvm or 'none'})", [dvm]))
             continue
         base = dvm[:-4] if dvm.endswith("-dvm") else dvm
