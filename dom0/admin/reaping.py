@@ -78,7 +78,7 @@ def reap(backend: Backend, inventory: Inventory, run_dir: str, *,
     try:
         if os.path.isdir(run_dir):
             with sessions._dir_lock(run_dir):
-                scanned = records.scan(run_dir)
+                scanned = records.scan_locked(run_dir)
                 for r in scanned:
                     if r.alive:
                         continue

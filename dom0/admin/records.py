@@ -18,6 +18,7 @@ import os
 from typing import NamedTuple
 
 from whonix_open.contract import is_profile_name
+from whonix_open.dom0 import sessions
 from whonix_open.dom0.request import is_qube_name
 from whonix_open.dom0.sessions import SUFFIX
 
@@ -73,7 +74,17 @@ def parse(session_id: str, path: str, alive: bool, data: bytes) -> Record:
 
 
 def scan(directory: str) -> list[Record]:
-    """Every session record, alive or not (a missing directory has none)."""
+    """Every session record, alive or not (a missing directory has none).
+    Under the run dir's lock, as the broker counts its sessions: our brief
+    look at a record's lock then never makes the broker count it twice."""
+    if not os.path.isdir(directory):
+        return []
+    with sessions._dir_lock(directory):
+        return scan_locked(directory)
+
+
+def scan_locked(directory: str) -> list[Record]:
+    """scan() for a caller that holds the run dir's lock already."""
     try:
         entries = sorted(os.listdir(directory))
     except FileNotFoundError:
