@@ -39,7 +39,7 @@ class SimSource:
     def global_default_dispvm(self) -> str | None:
         return None  # the simulation has no global properties
 
-    def inventory(self) -> dict[str, Qube]:
+    def inventory(self, only: str | None = None) -> dict[str, Qube]:
         try:
             st = self._state.read()
         except StateError as e:
@@ -50,13 +50,18 @@ class SimSource:
         result = {}
         for name, q in qubes.items():
             fake = q.get("reads_back_as", {})
+            klass = fake.get("klass", q["klass"])
+            if only is not None and klass != only:
+                result[name] = Qube(name=name, klass=klass, power_state="?")
+                continue
             result[name] = Qube(
-                name=name, klass=fake.get("klass", q["klass"]),
+                name=name, klass=klass,
                 template=fake.get("template", q["template"]) or None,
                 netvm=q["netvm"] or None, default_dispvm=q["default_dispvm"] or None,
                 template_for_dispvms=q["template_for_dispvms"], auto_cleanup=q["auto_cleanup"],
                 power_state=q["power_state"], tags=frozenset(q["tags"]),
-                features={k: v for k, v in q["features"].items() if k in FEATURES},
+                features={k: v for k, v in q["features"].items()
+                          if k in FEATURES and FEATURES[k](q["klass"], q["template_for_dispvms"])},
                 ws=feature_true(_with_template(qubes, name, WS_FEATURE)),
                 gw=feature_true(_with_template(qubes, name, GW_FEATURE)),
                 # qubesd gives every qube a uuid; the simulation derives one from the name

@@ -85,7 +85,7 @@ def main(args: Sequence[str] | None = None, app: Any = None,
     opts = common.parse(get_parser(), args)
 
     def body(source: Source, env: Mapping[str, str]) -> int:
-        inventory = source.inventory()
+        inventory = source.inventory(only="DispVM")
         scanned = [r for r in records.scan(common.run_dir(opts, env)) if r.alive or opts.all]
         data = rows(scanned, inventory, time.time())
         if opts.json:

@@ -3,6 +3,7 @@ records and the policy directories, read once per run."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -20,7 +21,6 @@ class Context:
     env: Mapping[str, str]
     run_dir: str
     policy_dirs: Sequence[str] | None  # None: qrexec's own
-    global_default_dispvm: str | None = None
     config: Config | None = None
     config_error: str | None = None
     _plans: dict = field(default_factory=dict)
@@ -29,7 +29,7 @@ class Context:
     def load(cls, source: Source, env: Mapping[str, str], run_dir: str,
              policy_dirs: Sequence[str] | None) -> Context:
         ctx = cls(source=source, inventory=source.inventory(), env=env, run_dir=run_dir,
-                  policy_dirs=policy_dirs, global_default_dispvm=source.global_default_dispvm())
+                  policy_dirs=policy_dirs)
         try:
             ctx.config = load_config(env)
         except ConfigError as e:
@@ -39,6 +39,11 @@ class Context:
     @property
     def backend(self) -> Backend:
         return self.source.backend
+
+    @functools.cached_property
+    def global_default_dispvm(self) -> str | None:
+        """Read only when needed (one admin.property.Get)."""
+        return self.source.global_default_dispvm()
 
     @property
     def config_path(self) -> str:

@@ -19,9 +19,14 @@ from whonix_open.dom0.backend import BACKEND_ENV, Backend, BackendError
 from whonix_open.dom0.resolve import GW_FEATURE, WS_FEATURE, feature_true
 
 ENTRY_POINTS = "whonix_open.admin_sources"
-# Own features worth carrying in the inventory (qubesadmin reads them one by one).
-FEATURES = ("whonix-open-session", "preload-dispvm-max", "preload-dispvm",
-            "whonix-default-dispvm", "whonix-default-gw", "os-version", "internal")
+# Own features carried in the inventory, each read only where it means something
+# (one admin.vm.feature.Get each): key -> which qubes.
+FEATURES = {
+    "whonix-open-session": lambda klass, dvm: klass == "DispVM",  # the broker's marker
+    "preload-dispvm-max": lambda klass, dvm: dvm or klass == "AdminVM",  # R4.3 preloads
+    "whonix-default-dispvm": lambda klass, dvm: klass != "AdminVM",  # the DVM choice
+    "internal": lambda klass, dvm: True,  # in qrexec's system info
+}
 
 
 class Qube(NamedTuple):
@@ -62,7 +67,10 @@ class Source(Protocol):
 
     backend: Backend
 
-    def inventory(self) -> dict[str, Qube]: ...
+    def inventory(self, only: str | None = None) -> dict[str, Qube]:
+        """Every qube; with *only* (a class), qubes of other classes carry
+        just their name and class (power_state "?"): status and reap need
+        no more, and skip most of the calls."""
 
     def global_default_dispvm(self) -> str | None:
         """The system's default_dispvm (qubes-prefs)."""
@@ -89,7 +97,7 @@ class QubesadminSource:
         except qubesadmin.exc.QubesException as e:
             raise BackendError(f"{type(e).__name__}: {e}") from None
 
-    def inventory(self) -> dict[str, Qube]:
+    def inventory(self, only: str | None = None) -> dict[str, Qube]:
         import qubesadmin.exc
 
         def prop(vm: Any, key: str, default: Any) -> Any:
@@ -104,14 +112,22 @@ class QubesadminSource:
         try:
             self.app.domains.clear_cache()
             for vm in self.app.domains:
-                present = set(vm.features)  # one admin.vm.feature.List
-                own = {key: str(vm.features[key]) for key in FEATURES if key in present}
+                klass = vm.klass
+                if only is not None and klass != only:
+                    result[vm.name] = Qube(name=vm.name, klass=klass, power_state="?")
+                    continue
+                dvm = bool(prop(vm, "template_for_dispvms", False))
+                own = {}
+                for key, wanted in FEATURES.items():
+                    value = vm.features.get(key, None) if wanted(klass, dvm) else None
+                    if value is not None:
+                        own[key] = str(value)
                 result[vm.name] = Qube(
-                    name=vm.name, klass=vm.klass,
+                    name=vm.name, klass=klass,
                     template=_name(prop(vm, "template", None)),
                     netvm=_name(prop(vm, "netvm", None)),
                     default_dispvm=_name(prop(vm, "default_dispvm", None)),
-                    template_for_dispvms=bool(prop(vm, "template_for_dispvms", False)),
+                    template_for_dispvms=dvm,
                     auto_cleanup=bool(prop(vm, "auto_cleanup", False)),
                     power_state=vm.get_power_state(),
                     tags=frozenset(vm.tags), features=own,
@@ -128,7 +144,9 @@ def connect(env: Mapping[str, str] | None = None, app: Any = None) -> Source:
     Without one, WHONIX_OPEN_BACKEND chooses as for the broker: unset or
     'qubesadmin' for the real dom0, 'sim' for the simulation (never a fallback)."""
     if app is not None:
-        return app if hasattr(app, "inventory") else QubesadminSource(app)
+        # Ask the class: a qubesadmin app turns any unknown attribute into a
+        # qubesd call (admin.property.Get).
+        return app if callable(getattr(type(app), "inventory", None)) else QubesadminSource(app)
     env = os.environ if env is None else env
     choice = env.get(BACKEND_ENV, "qubesadmin")
     if choice == "qubesadmin":
