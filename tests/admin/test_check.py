@@ -4,11 +4,17 @@ the JSON schema is the documented one; check and broker agree."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+
 import pytest
 
 from tests.admin.conftest import findings, require_qrexec
 from tests.dom0.conftest import Broker
 from whonix_open.dom0.admin.findings import CHECKS
+from whonix_open.dom0.admin.main import main
+from whonix_open.sim.admin_source import SimSource
 
 CHECK_KEYS = {"check", "level", "qubes", "message", "fix"}
 
@@ -154,3 +160,32 @@ def test_qubesd_unreachable_is_a_sentence_and_exit_3(admin):
     assert out.code == 3 and out.out == ""
     assert out.err.startswith("whonix-open-admin: cannot read the system from qubesd")
 
+
+
+def test_dom0s_preload_setting_counts_for_the_global_default_dispvm(admin):
+    """qubesd's get_feat_preload_max: dom0's preload-dispvm-max applies to the
+    global default_dispvm (the simulation has no global properties: a source
+    that knows it is injected, as `app` is in the qvm-* tools)."""
+    class WithGlobalDefault(SimSource):
+        def global_default_dispvm(self):
+            return "whonix-workstation-18-dvm"
+
+    admin.sim.set_feature("dom0", "preload-dispvm-max", "3")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["check", "--json", "--policy-dir", str(admin.policy)],
+                    app=WithGlobalDefault.from_env(admin.env()), env=admin.env())
+    preload = [f for f in json.loads(out.getvalue())["findings"] if f["check"] == "preload"]
+    assert code == 0
+    assert [f["level"] for f in preload] == ["WARN", "PASS"]  # offline, tor
+    assert "tor can use the 3 preloaded" in preload[1]["message"]
+
+
+def test_an_unknown_backend_is_refused_in_words(admin):
+    env = {**admin.env(), "WHONIX_OPEN_BACKEND": "nonsense"}
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["status"], env=env)
+    assert code == 3
+    assert err.getvalue() == ("whonix-open-admin: cannot read the system from qubesd: "
+                              "unknown WHONIX_OPEN_BACKEND='nonsense'\n")
