@@ -25,8 +25,9 @@ def held(path):
     return fd
 
 
-def take(run_dir, owner="work", limits=Limits()):
-    return open_session(str(run_dir), owner, limits, {"caller": owner, "profile": "tor"})
+def take(run_dir, owner="work", limits=None):
+    return open_session(str(run_dir), owner, limits or Limits(),
+                        {"caller": owner, "profile": "tor"})
 
 
 def test_a_dead_sessions_record_yields_only_qube_names(tmp_path):
