@@ -14,6 +14,7 @@ import syslog
 from collections.abc import Callable
 
 from whonix_open.contract import Exit
+from whonix_open.dom0 import signals
 from whonix_open.dom0.audit import log_line
 from whonix_open.dom0.backend import (
     Backend,
@@ -35,14 +36,17 @@ def _create_one(backend: Backend, plan: Plan, session_id: str,
                 on_created: Callable[[str], None]) -> str | None:
     """A disposable with the plan's netvm, started; None if a preloaded one
     had to be thrown away."""
-    try:
-        name = backend.create_disposable(plan.dvm)
-    except QubesdUnreachable:
-        raise
-    except BackendError as e:
-        raise Refusal(Exit.DISPOSABLE_FAILED, f"CreateDisposable on {plan.dvm} failed: {e}") \
-            from None
-    on_created(name)  # from here on, every exit path destroys it
+    # A signal while qubesd creates it would leave a disposable whose name
+    # nobody recorded: hold signals until the session record names it.
+    with signals.deferred():
+        try:
+            name = backend.create_disposable(plan.dvm)
+        except QubesdUnreachable:
+            raise
+        except BackendError as e:
+            raise Refusal(Exit.DISPOSABLE_FAILED,
+                          f"CreateDisposable on {plan.dvm} failed: {e}") from None
+        on_created(name)  # from here on, every exit path destroys it
     try:
         running = backend.power_state(name) != "Halted"
         backend.set_feature(name, MARKER_FEATURE, session_id)

@@ -180,6 +180,10 @@ class SimBackend:
         return self._call(FEATURE_GET, name,
                           lambda st: _qube(st, name)["features"].get(key), key)
 
+    def tags(self, name: str) -> frozenset[str]:
+        return self._call("admin.vm.tag.List", name,
+                          lambda st: frozenset(_qube(st, name)["tags"]))
+
     def power_state(self, name: str) -> str:
         return self._call(LIST, name, lambda st: _qube(st, name)["power_state"])
 
@@ -341,7 +345,8 @@ class SimBackend:
         return [sys.executable, "-m", DISPOSABLE_MODULE, "--sim-dir", str(self._state.dir),
                 "--qube", name, "--caller", "dom0", "--service", service]
 
-    def watch_netvm(self, name: str, on_change: Callable[[], None]) -> Callable[[], None]:
+    def watch_netvm(self, name: str,
+                    on_change: Callable[[str | None], None]) -> Callable[[], None]:
         """Poll the state. Subscribing is logged as one admin.Events call, as
         the real backend opens an admin.Events stream for it."""
         import threading
@@ -360,14 +365,14 @@ class SimBackend:
         first = self._call(EVENTS, name, subscribe)
         stop = threading.Event()
 
-        def fire() -> None:
+        def fire(value: str | None) -> None:
             with contextlib.suppress(Exception):  # a broken callback must not end the watch
-                on_change()
+                on_change(value)
 
         def loop() -> None:
             last = first
             if last is None:
-                fire()
+                fire(None)
                 return
             while not stop.wait(WATCH_INTERVAL):
                 try:
@@ -375,11 +380,11 @@ class SimBackend:
                 except StateError:
                     now = None
                 if now is None:
-                    fire()
+                    fire(None)
                     return
                 if now != last:
                     last = now
-                    fire()
+                    fire(now[0] or "")  # property-set:netvm names the new value
 
         thread = threading.Thread(target=loop, name=f"sim-watch-{name}", daemon=True)
         thread.start()
