@@ -1,21 +1,23 @@
-"""Find and remove the disposables this service left behind.
+"""Find and remove the disposables this service left behind - by the
+broker's own rule (service._is_left_by), and nothing else.
 
-A disposable is an orphan when it is a DispVM carrying the marker feature
-`whonix-open-session=<id>` (set by the broker, dom0 only can set features)
-and session <id> is not alive: its record's flock is free, or there is no
-record at all (e.g. the run dir was cleared). Nothing else is ever touched:
-no marker, another class, or a live session - left alone.
+Two ways a disposable is left behind:
+- a dead session's record names it (its flock is free): it is that session's
+  if it carries the marker `whonix-open-session=<session>`, or - killed
+  between recording and marking - it is a DispVM of the recorded DVM
+  template that dom0 created;
+- it carries the marker of a session that has no live record at all (the
+  run dir was lost).
+Live sessions, qubes of another class, another session's and unmarked
+qubes are never touched. Liveness is the record's flock, never a pid.
 
 Order matters: the inventory is read *before* the records are scanned. A
-broker writes and locks its record before it creates and marks a disposable,
-so any disposable marked by a session that was alive at scan time has its
-record seen as alive.
+broker locks its record before it creates and marks a disposable, so any
+disposable marked by a session that was alive at scan time is seen as alive.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -23,6 +25,7 @@ from whonix_open.dom0 import disposable, sessions
 from whonix_open.dom0.admin import records
 from whonix_open.dom0.admin.inventory import Inventory
 from whonix_open.dom0.backend import Backend, NoSuchQube
+from whonix_open.dom0.service import _is_left_by
 
 MARKER = disposable.MARKER_FEATURE
 
@@ -31,6 +34,7 @@ class Orphan(NamedTuple):
     qube: str
     session: str
     running: bool
+    stale: sessions.Stale | None = None  # the dead record naming it, if any
 
 
 class Action(NamedTuple):
@@ -42,25 +46,31 @@ class Action(NamedTuple):
         return {"qube": self.qube, "session": self.session, "result": self.result}
 
 
-def orphans(inventory: Inventory, scanned: Sequence[records.Record],
-            busy: Sequence[str] = ()) -> list[Orphan]:
-    """Marked disposables whose session is neither alive nor in *busy*."""
-    alive = {r.id for r in scanned if r.alive} | set(busy)
-    found = []
+def orphans(backend: Backend, inventory: Inventory, alive: Sequence[records.Record],
+            stale: Sequence[sessions.Stale]) -> list[Orphan]:
+    """What dead sessions left, as the broker's sweep judges it."""
+    found: list[Orphan] = []
+    for s in stale:
+        for name in s.disposables:
+            q = inventory.get(name)
+            if q is not None and q.klass == "DispVM" and _is_left_by(backend, name, s):
+                found.append(Orphan(name, s.session, q.running, s))
+    seen = {o.qube for o in found}
+    known = {r.id for r in alive} | {s.session for s in stale}
     for q in sorted(inventory.values()):
         session = q.features.get(MARKER)
-        if q.klass == "DispVM" and session and session not in alive:
+        if q.klass == "DispVM" and session and session not in known and q.name not in seen:
             found.append(Orphan(q.name, session, q.running))
     return found
 
 
-def _still_ours(backend: Backend, orphan: Orphan) -> str | None:
-    """None if the qube still is that session's disposable (fresh read, as
-    the broker's sweep does: a dispNNNN name may have been reused), else why not."""
+def _still_left(backend: Backend, o: Orphan) -> str | None:
+    """None if *o* is still what was left (a fresh read: a dispNNNN name may
+    have been reused meanwhile), else why not."""
     try:
-        if backend.info(orphan.qube).klass != "DispVM":
+        if backend.info(o.qube).klass != "DispVM":
             return "not a disposable"
-        if backend.feature(orphan.qube, MARKER) != orphan.session:
+        if o.stale is None and backend.feature(o.qube, MARKER) != o.session:
             return "marker changed"
     except NoSuchQube:
         return "already gone"
@@ -70,47 +80,23 @@ def _still_ours(backend: Backend, orphan: Orphan) -> str | None:
 def reap(backend: Backend, inventory: Inventory, run_dir: str, *,
          dry_run: bool) -> list[Action]:
     """Remove the orphans (or, with *dry_run*, only say which ones)."""
-    if dry_run:
-        return [Action(o.qube, o.session, "would remove")
-                for o in orphans(inventory, records.scan(run_dir))]
-    held: dict[str, tuple[int, str]] = {}  # session id -> (fd, path) of claimed records
-    busy: list[str] = []
-    try:
-        if os.path.isdir(run_dir):
-            with sessions._dir_lock(run_dir):
-                scanned = records.scan_locked(run_dir)
-                for r in scanned:
-                    if r.alive:
-                        continue
-                    fd = records.try_claim(r.path)
-                    if fd is None:
-                        busy.append(r.id)  # someone else is removing it
-                    else:
-                        held[r.id] = (fd, r.path)
-        else:
-            scanned = []
-        actions = []
-        failed: set[str] = set()
-        for o in orphans(inventory, scanned, busy):
-            why = _still_ours(backend, o)
+    with records.claimed(run_dir) as claim:
+        stale = claim.stale
+        found = orphans(backend, inventory, claim.alive, stale)
+        if dry_run:
+            return [Action(o.qube, o.session, "would remove") for o in found]
+        actions, left = [], {s.session: [] for s in stale}
+        for o in found:
+            why = _still_left(backend, o)
             if why is not None:
                 actions.append(Action(o.qube, o.session, f"skipped: {why}"))
             elif disposable.destroy(backend, o.qube, remove=True):
                 actions.append(Action(o.qube, o.session, "removed"))
             else:
-                failed.add(o.session)
                 actions.append(Action(o.qube, o.session, "failed"))
-        # A dead record has done its job once none of the qubes it names is
-        # left; one naming a qube without the marker is kept (and reported by
-        # `check`), never acted on.
-        removed = {a.qube for a in actions if a.result == "removed"}
-        by_id = {r.id: r for r in scanned}
-        for session, (_fd, path) in held.items():
-            left = [n for n in by_id[session].disposables if n in inventory and n not in removed]
-            if session not in failed and not left:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+                if o.stale is not None:
+                    left[o.session].append(o.qube)
+        for s in stale:  # as the broker's sweep: keep the record of what is left
+            claim.finish(s, left[s.session])
         return actions
-    finally:
-        for fd, _path in held.values():
-            os.close(fd)
+

@@ -1,10 +1,11 @@
-"""The broker's session records, read-only, as the admin command needs them.
+"""The broker's session records, as the admin command shows them.
 
 A record is `<run dir>/<owner>.<pid>.<random>.session` holding JSON
 {"disposables", "pid", "caller", "owner", "profile", "dvm", "network",
 "started", "deadline"}; its session is alive exactly while the service that
-wrote it holds the file's flock (dom0/sessions.py). The pid is shown, never
-trusted: a reused pid cannot make a dead session look alive.
+wrote it holds the file's flock (dom0/sessions.py, whose scan this uses). The
+pid is shown, never trusted: a reused pid cannot make a dead session look
+alive.
 
 The run dir is writable by group qubes: every field is checked, and a field
 that fails the check is dropped, never passed on to qubesd or a terminal.
@@ -12,24 +13,22 @@ that fails the check is dropped, never passed on to qubesd or a terminal.
 
 from __future__ import annotations
 
-import fcntl
-import json
+import contextlib
 import os
-from typing import NamedTuple
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
 
 from whonix_open.contract import is_profile_name
 from whonix_open.dom0 import sessions
 from whonix_open.dom0.request import is_qube_name
-from whonix_open.dom0.sessions import SUFFIX
 
 
 class Record(NamedTuple):
     id: str  # the session id: the marker value on its disposables
-    path: str
     alive: bool
     disposables: tuple[str, ...] = ()
     caller: str | None = None
-    owner: str | None = None
+    owner: str | None = None  # the qube the session counts against
     profile: str | None = None
     dvm: str | None = None
     network: str | None = None  # a gateway's name or "offline"
@@ -43,90 +42,68 @@ def _num(value: object) -> float | None:
     return float(value) if ok and 0 <= value < 2**40 else None
 
 
-def parse(session_id: str, path: str, alive: bool, data: bytes) -> Record:
-    try:
-        raw = json.loads(data or b"{}")
-    except ValueError:
-        raw = {}
-    if not isinstance(raw, dict):
-        raw = {}
+def _qube(value: object) -> str | None:
+    return value if isinstance(value, str) and is_qube_name(value) else None
 
-    def qube(key: str) -> str | None:
-        value = raw.get(key)
-        return value if isinstance(value, str) and is_qube_name(value) else None
 
+def parse(session_id: str, owner: str | None, raw: Mapping[str, Any], alive: bool) -> Record:
     names = raw.get("disposables")
-    disposables = tuple(n for n in names if isinstance(n, str) and is_qube_name(n)) \
-        if isinstance(names, list) else ()
-    profile = raw.get("profile")
-    network = raw.get("network")
-    pid = raw.get("pid")
-    # The file is named after the qube the session counts against.
-    named = session_id.rsplit(".", 2)[0]
+    disposables = tuple(n for n in names if _qube(n)) if isinstance(names, list) else ()
+    profile, pid = raw.get("profile"), raw.get("pid")
     return Record(
-        id=session_id, path=path, alive=alive, disposables=disposables,
-        caller=qube("caller"), owner=qube("owner") or (named if is_qube_name(named) else None),
-        dvm=qube("dvm"),
+        id=session_id, alive=alive, disposables=disposables, caller=_qube(raw.get("caller")),
+        # "@dispvm" is the shared owner of disposables dom0 cannot trace to a qube
+        owner=_qube(raw.get("owner")) or (owner if owner == sessions.SHARED_DISPOSABLES
+                                          else _qube(owner)),
         profile=profile if isinstance(profile, str) and is_profile_name(profile) else None,
-        network=network if isinstance(network, str) and is_qube_name(network) else None,
+        dvm=_qube(raw.get("dvm")), network=_qube(raw.get("network")),
         pid=pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None,
         started=_num(raw.get("started")), deadline=_num(raw.get("deadline")))
 
 
-def scan(directory: str) -> list[Record]:
-    """Every session record, alive or not (a missing directory has none).
-    Under the run dir's lock, as the broker counts its sessions: our brief
-    look at a record's lock then never makes the broker count it twice."""
+class Claim:
+    """Live records and dead sessions' records with their flocks held."""
+
+    def __init__(self, alive: list[Record], stale: list[sessions.Stale]) -> None:
+        self.alive = alive
+        self.stale = stale
+        self._open = {s.session for s in stale}
+
+    def finish(self, stale: sessions.Stale, left: list[str]) -> None:
+        """As the broker's sweep ends: remove the record, or keep it naming *left*."""
+        self._open.discard(stale.session)
+        sessions.finish_stale(stale, left)
+
+    def release(self) -> None:
+        for s in self.stale:
+            if s.session in self._open:
+                self._open.discard(s.session)
+                os.close(s.fd)
+
+
+@contextlib.contextmanager
+def claimed(directory: str) -> Iterator[Claim]:
+    """Scan under the run dir's lock, as the broker does (so a record being
+    created is never taken for dead); the lock is released before the caller
+    makes any Admin API call, while the flocks of dead records stay held and
+    keep the broker's sweep and a second reap away from them. Records not
+    finished are left as they were."""
     if not os.path.isdir(directory):
-        return []
+        yield Claim([], [])
+        return
     with sessions._dir_lock(directory):
-        return scan_locked(directory)
-
-
-def scan_locked(directory: str) -> list[Record]:
-    """scan() for a caller that holds the run dir's lock already."""
+        alive, stale = sessions._scan(directory)
+    claim = Claim([parse(s.session, s.owner, s.record, True) for s in alive], stale)
     try:
-        entries = sorted(os.listdir(directory))
-    except FileNotFoundError:
-        return []
-    records = []
-    for entry in entries:
-        if not entry.endswith(SUFFIX):
-            continue
-        path = os.path.join(directory, entry)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except (FileNotFoundError, OSError):
-            continue
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                alive = False
-            except BlockingIOError:
-                alive = True
-            data = os.pread(fd, 65536, 0)
-        finally:
-            os.close(fd)
-        records.append(parse(entry[: -len(SUFFIX)], path, alive, data))
-    return records
+        yield claim
+    finally:
+        claim.release()
 
 
-def try_claim(path: str) -> int | None:
-    """Take the flock of a dead session's record, so that the broker's own
-    sweep (which takes only records whose flock is free) and a second reap
-    leave it alone while its leftovers are removed. The descriptor, or None
-    if the record is held (alive, or being swept by someone else) or gone.
-    Call it under the run dir's lock: a record being created is not yet
-    locked by its service."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if os.stat(path).st_ino == os.fstat(fd).st_ino:  # not unlinked meanwhile
-            return fd
-    except (BlockingIOError, FileNotFoundError):
-        pass
-    os.close(fd)
-    return None
+def scan(directory: str) -> list[Record]:
+    """Every record, live and dead (a dead one shows what it names)."""
+    with claimed(directory) as claim:
+        alive, stale = claim.alive, claim.stale
+        dead = [Record(id=s.session, alive=False, disposables=tuple(s.disposables), dvm=s.dvm,
+                       owner=_qube(s.session.rsplit(".", 2)[0])) for s in stale]
+    return alive + dead

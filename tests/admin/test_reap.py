@@ -12,6 +12,9 @@ from tests.dom0.conftest import Broker
 from tests.helpers import wait_for
 
 DEAD = "anon-whonix.4242.0badc0de"
+READS = {"admin.vm.List", "admin.vm.CurrentState", "admin.vm.property.Get",
+         "admin.vm.property.GetAll", "admin.vm.feature.Get", "admin.vm.feature.CheckWithTemplate",
+         "admin.vm.tag.List"}
 
 
 def test_an_orphan_is_removed_and_a_foreign_disposable_is_not(make_admin):
@@ -32,7 +35,8 @@ def test_dry_run_changes_nothing(make_admin):
     assert out.code == 0 and out.out == f"disp77: would remove (session {DEAD})\n"
     assert admin.sim.snapshot()["qubes"] == before
     assert record.read_text() == '{"disposables": ["disp77"], "pid": 4242}'
-    assert not [c for c in admin.sim.calls() if c["method"] != "admin.vm.List"]
+    writes = [c for c in admin.sim.calls() if c["method"] not in READS]
+    assert not writes
 
 
 def test_a_live_session_is_untouched_even_if_its_pid_is_gone(make_admin):
@@ -58,13 +62,29 @@ def test_an_orphan_without_a_record_is_removed(make_admin):
     assert admin.sim.disposables() == ["disp78"]
 
 
-def test_a_record_naming_an_unmarked_qube_never_kills_it(make_admin):
+def test_a_record_naming_someone_elses_qubes_never_kills_them(make_admin):
     admin = make_admin("orphan")
-    record = admin.session("anon-whonix.1.00000001", {"disposables": ["disp78", "vault"]},
-                           alive=False)
-    admin.run("reap")
+    # disp78: a DispVM of the same DVM template, but not created by dom0 for us
+    record = admin.session("anon-whonix.1.00000001", {
+        "disposables": ["disp78", "vault"], "dvm": "whonix-workstation-18-dvm"}, alive=False)
+    assert admin.run("reap", "--json").json()["actions"] == [
+        {"qube": "disp77", "session": DEAD, "result": "removed"}]  # by its marker
     assert "disp78" in admin.sim.disposables() and admin.sim.qube("vault")
-    assert record.exists()  # kept: it names a qube that is still there
+    assert not record.exists()  # as the broker's sweep: nothing of it was left
+
+
+def test_an_unmarked_disposable_of_a_dead_record_is_removed(make_admin):
+    """The service died between recording its new disposable and marking it:
+    the broker's rule (a DispVM of the recorded DVM template that dom0
+    created) applies, so reap and the next request agree."""
+    admin = make_admin("orphan")
+    admin.sim.set_property("disp78", "tags", ["anon-vm", "created-by-dom0"])
+    admin.session("anon-whonix.1.00000001", {
+        "disposables": ["disp78"], "dvm": "whonix-workstation-18-dvm"}, alive=False)
+    out = admin.run("reap", "--json").json()["actions"]
+    assert {"qube": "disp78", "session": "anon-whonix.1.00000001",
+            "result": "removed"} in out
+    assert admin.sim.disposables() == []
 
 
 def test_a_kill_that_fails_is_reported_and_retried(make_admin):

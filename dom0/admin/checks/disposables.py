@@ -58,7 +58,8 @@ def _disposables(ctx: Context) -> list[Finding]:
 
 
 def _orphans(ctx: Context) -> list[Finding]:
-    found = reaping.orphans(ctx.inventory, records.scan(ctx.run_dir))
+    with records.claimed(ctx.run_dir) as claim:
+        found = reaping.orphans(ctx.backend, ctx.inventory, claim.alive, claim.stale)
     if not found:
         return [finding("orphan", PASS, "no disposable of this service outlived its session")]
     return [finding("orphan", FAIL,

@@ -16,9 +16,10 @@ from whonix_open.dom0.disposable import MARKER_FEATURE
 
 
 def requests(ctx: Context) -> list[tuple[str, str]]:
-    """(service, argument) pairs a qube can send: every profile, and none."""
+    """(service, argument) pairs the broker accepts: every profile (an empty
+    argument is refused with 64, whatever the policy says)."""
     profiles = sorted(ctx.config.profiles) if ctx.config else []
-    pairs = [(s, "+" + p) for s in (SERVICE_OPEN, SERVICE_VIEW) for p in ["", *profiles]]
+    pairs = [(s, "+" + p) for s in (SERVICE_OPEN, SERVICE_VIEW) for p in profiles]
     return [*pairs, (SERVICE_STATUS, "+")]
 
 
