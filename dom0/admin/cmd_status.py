@@ -58,6 +58,8 @@ def rows(scanned: Sequence[records.Record], inventory: Inventory, now: float) ->
 def _duration(seconds: int | None) -> str:
     if seconds is None:
         return "?"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
