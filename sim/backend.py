@@ -200,6 +200,13 @@ class SimBackend:
         return self._call("admin.vm.tag.List", name,
                           lambda st: frozenset(_qube(st, name)["tags"]))
 
+    def add_tag(self, name: str, tag: str) -> None:
+        def op(st: dict[str, Any]) -> None:
+            tags = _qube(st, name)["tags"]
+            if tag not in tags:
+                tags.append(tag)
+        self._call("admin.vm.tag.Set", name, op, tag)
+
     def power_state(self, name: str) -> str:
         return self._call(LIST, name, lambda st: _qube(st, name)["power_state"])
 

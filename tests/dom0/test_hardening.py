@@ -171,7 +171,8 @@ def test_offline_treats_any_netvm_event_as_a_change(broker, sim):
 
 STEPS = [
     ("admin.vm.CreateDisposable", "after"),  # qubesd made it; its name is on the way
-    ("admin.vm.feature.Set", "before"),      # recorded, not yet marked
+    ("admin.vm.tag.Set", "before"),          # recorded, not yet tagged nor marked
+    ("admin.vm.feature.Set", "before"),      # tagged, not yet marked
     ("admin.vm.property.Set", "before"),     # marked, netvm not yet set
     ("admin.vm.Start", "before"),            # netvm set, not yet started
 ]
@@ -218,11 +219,11 @@ def test_sigkill_after_the_record_is_swept_by_the_next_request(broker, sim, meth
 def test_an_unmarked_recorded_name_of_another_template_is_not_killed(broker, sim):
     """The session died before marking its disposable, and the name now
     belongs to a disposable of another template: it is not ours."""
-    sim.set_fault("slow_call", ["admin.vm.feature.Set", "before", 60])
+    sim.set_fault("slow_call", ["admin.vm.tag.Set", "before", 60])
     proc = broker.start()
     proc.stdin.write(header("a.txt") + b"x")
     proc.stdin.close()
-    wait_for(lambda: _paused(sim, "admin.vm.feature.Set", "before"), "the marker call")
+    wait_for(lambda: _paused(sim, "admin.vm.tag.Set", "before"), "the tag call")
     proc.kill()
     proc.wait(timeout=DEADLINE)
     (left,) = sim.disposables()
