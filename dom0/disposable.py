@@ -28,6 +28,9 @@ from whonix_open.dom0.errors import Refusal
 from whonix_open.dom0.resolve import Plan
 
 MARKER_FEATURE = "whonix-open-session"
+# Visible to qrexec policy: 70-whonix-open.policy denies a disposable with
+# this tag every service that would open data in another qube (DESIGN.md).
+CONTAINED_TAG = "whonix-open-disposable"
 # CreateDisposable may keep handing out preloaded disposables; don't loop forever.
 MAX_CREATE_ATTEMPTS = 3
 
@@ -49,6 +52,7 @@ def _create_one(backend: Backend, plan: Plan, session_id: str,
         on_created(name)  # from here on, every exit path destroys it
     try:
         running = backend.power_state(name) != "Halted"
+        backend.add_tag(name, CONTAINED_TAG)
         backend.set_feature(name, MARKER_FEATURE, session_id)
         if running:
             # A preloaded disposable booted with the DVM template's netvm.

@@ -130,6 +130,12 @@ class SimBackend:
         changed before raising) is written, as qubesd would have logged it."""
         self._calls += 1
         failure: BackendError | None = None
+        slow = self._slow(method)
+        if slow and slow[0] == "before":  # the call is on its way; qubesd has not run it
+            with self._state.transaction() as st:
+                st.setdefault("paused", []).append({"method": method, "dest": dest,
+                                                    "pid": os.getpid()})
+            time.sleep(slow[1])
         try:
             with self._state.transaction() as st:
                 if st["faults"].get("qubesd_unreachable"):
@@ -142,9 +148,19 @@ class SimBackend:
                     failure = e
         except StateError as e:
             raise QubesdUnreachable(str(e)) from None
+        if slow and slow[0] == "after":  # qubesd has done it; the answer is on its way
+            time.sleep(slow[1])
         if failure is not None:
             raise failure
         return result
+
+    def _slow(self, method: str) -> tuple[str, float] | None:
+        """The slow_call fault ([method, "before"|"after", seconds]) for *method*."""
+        try:
+            slow = self._state.read()["faults"].get("slow_call")
+        except StateError:
+            return None
+        return (slow[1], slow[2]) if slow and slow[0] == method else None
 
     # --- reads -------------------------------------------------------------
 
@@ -183,6 +199,13 @@ class SimBackend:
     def tags(self, name: str) -> frozenset[str]:
         return self._call("admin.vm.tag.List", name,
                           lambda st: frozenset(_qube(st, name)["tags"]))
+
+    def add_tag(self, name: str, tag: str) -> None:
+        def op(st: dict[str, Any]) -> None:
+            tags = _qube(st, name)["tags"]
+            if tag not in tags:
+                tags.append(tag)
+        self._call("admin.vm.tag.Set", name, op, tag)
 
     def power_state(self, name: str) -> str:
         return self._call(LIST, name, lambda st: _qube(st, name)["power_state"])

@@ -80,7 +80,7 @@ def _still_left(backend: Backend, o: Orphan) -> str | None:
 def reap(backend: Backend, inventory: Inventory, run_dir: str, *,
          dry_run: bool) -> list[Action]:
     """Remove the orphans (or, with *dry_run*, only say which ones)."""
-    with records.claimed(run_dir) as claim:
+    with records.claimed(run_dir, claim=not dry_run) as claim:
         stale = claim.stale
         found = orphans(backend, inventory, claim.alive, stale)
         if dry_run:

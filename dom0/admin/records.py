@@ -82,17 +82,18 @@ class Claim:
 
 
 @contextlib.contextmanager
-def claimed(directory: str) -> Iterator[Claim]:
+def claimed(directory: str, claim: bool = False) -> Iterator[Claim]:
     """Scan under the run dir's lock, as the broker does (so a record being
     created is never taken for dead); the lock is released before the caller
     makes any Admin API call, while the flocks of dead records stay held and
-    keep the broker's sweep and a second reap away from them. Records not
-    finished are left as they were."""
+    keep the broker's sweep and a second reap away from them. With *claim*
+    (to sweep them) the dead records are claimed as the broker claims them
+    (renamed, sessions._scan); without it nothing in the run dir changes."""
     if not os.path.isdir(directory):
         yield Claim([], [])
         return
     with sessions._dir_lock(directory):
-        alive, stale = sessions._scan(directory)
+        alive, stale = sessions._scan(directory, claim=claim)
     claim = Claim([parse(s.session, s.owner, s.record, True) for s in alive], stale)
     try:
         yield claim
