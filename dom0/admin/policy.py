@@ -127,6 +127,12 @@ def decide(policy: Any, info: dict, service: str, argument: str, source: str,
         rule = policy.find_matching_rule(request)
     except qrexec.exc.AccessDenied:
         return base
+    except Exception as e:  # noqa: BLE001 - the parser itself fails on this request
+        # e.g. an @dispvm:NAME rule against @dispvm from a qube without a
+        # default_dispvm (parser.match_strings gets None). qrexec-policy-daemon
+        # then answers nothing, and qrexec refuses the call.
+        return base._replace(rule=f"qrexec's parser fails on this request "
+                                  f"({type(e).__name__}): refused")
     where = f"{pathlib.Path(rule.filepath).name}:{rule.lineno}"
     base = base._replace(where=where, rule=_rule_text(rule),
                          file=pathlib.Path(rule.filepath).name)

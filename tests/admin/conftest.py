@@ -24,9 +24,9 @@ from whonix_open.sim.harness import SimQubes
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 UPSTREAM_POLICY = REPO / "tests" / "policy" / "fixtures"
-# 35-compat.policy is left out: its !compat-4.0 reads /etc/qubes-rpc/policy,
-# which only a real dom0 has.
-REAL_POLICY_FILES = ("80-whonix.policy", "90-default.policy")
+# 35-compat.policy's !compat-4.0 includes R4.0 files from /etc/qubes-rpc/policy:
+# pointed at an empty directory here (make_admin), as on an R4.3 dom0 without any.
+REAL_POLICY_FILES = ("35-compat.policy", "80-whonix.policy", "90-default.policy")
 
 
 def require_qrexec() -> None:
@@ -107,8 +107,13 @@ def findings(out: Output, level: str | None = None) -> list[dict]:
 
 
 @pytest.fixture
-def make_admin(tmp_path: Path) -> Iterator:
+def make_admin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
     made: list[Admin] = []
+    with contextlib.suppress(ImportError):
+        from qrexec.policy import parser_compat
+
+        (tmp_path / "qubes-rpc-policy").mkdir()
+        monkeypatch.setattr(parser_compat, "POLICYPATH_OLD", tmp_path / "qubes-rpc-policy")
 
     def make(scenario: str = "default") -> Admin:
         admin = Admin(tmp_path / f"admin{len(made)}", scenario)

@@ -15,6 +15,7 @@ from tests.admin.conftest import REPO, findings, require_qrexec
 from tests.dom0.conftest import Broker
 from tests.helpers import DEADLINE, wait_for
 
+DEAD_SESSION = "anon-whonix.4242.0badc0de"
 VENDOR = REPO / "policy" / "70-whonix-open.policy"
 
 
@@ -182,3 +183,49 @@ def test_launcher_help_reads_like_a_man_page(admin):
     bad = subprocess.run([*launcher, "frobnicate"], env=env, capture_output=True, text=True,
                          timeout=DEADLINE, check=False)
     assert bad.returncode == 2 and "unknown command 'frobnicate'" in bad.stderr
+
+
+def test_check_fails_a_file_that_lets_an_opened_disposable_out(admin):
+    """Containment (DESIGN.md, Enforcement 8) checked before anyone opens a
+    file: an earlier file allowing qubes.VMShell to the Whonix DVM template's
+    disposables for everyone. (A rule for plain @dispvm would not get out: an
+    opened disposable has no default_dispvm.)"""
+    rule = "qubes.VMShell * @anyvm @dispvm:whonix-workstation-18-dvm allow"
+    (admin.policy / "50-config-shell.policy").write_text(rule + "\n")
+    out = admin.check()
+    [hole] = [f for f in findings(out, "FAIL") if f["check"] == "containment"]
+    assert hole["message"] == (
+        f"an opened disposable may call qubes.VMShell towards "
+        f"@dispvm:whonix-workstation-18-dvm: 50-config-shell.policy:1 ({rule}) decides "
+        f"before the containment rules of 70-whonix-open.policy")
+    assert hole["fix"] == ["edit /etc/qubes/policy.d/50-config-shell.policy line 1: exclude "
+                           "@tag:whonix-open-disposable (a deny rule for it before this one)"]
+    assert out.code == 1
+
+
+def test_check_passes_containment_on_the_shipped_policy(admin):
+    passed = [f for f in findings(admin.check(), "PASS") if f["check"] == "containment"]
+    assert len(passed) == 1 and "qubes.VMShell" in passed[0]["message"]
+
+
+def test_check_fails_a_disposable_of_ours_without_the_tag(make_admin):
+    admin = make_admin("orphan")
+    admin.sim.set_property("disp77", "tags", ["anon-vm", "created-by-dom0"])
+    admin.session(DEAD_SESSION, {"disposables": ["disp77"]}, alive=True)
+    out = admin.check()
+    [bad] = findings(out, "FAIL")
+    assert bad["check"] == "containment" and bad["qubes"] == ["disp77"]
+    assert bad["fix"] == ["qvm-kill disp77"]
+
+
+def test_explain_a_request_the_real_parser_fails_on(admin):
+    """An @dispvm:NAME rule against @dispvm from a qube without default_dispvm:
+    qrexec's parser raises (match_strings gets None), the daemon answers
+    nothing and the call is refused - explain says so instead of crashing."""
+    (admin.policy / "50-config-shell.policy").write_text(
+        "qubes.VMShell * @anyvm @dispvm:whonix-workstation-18-dvm allow\n")
+    assert admin.sim.qube("sys-net")["default_dispvm"] in (None, "")
+    out = explain(admin, "sys-net", "qubes.VMShell", "--json")
+    [d] = out.json()["decisions"]
+    assert out.code == 0 and d["result"] == "deny" and d["where"] is None
+    assert d["rule"] == "qrexec's parser fails on this request (AttributeError): refused"

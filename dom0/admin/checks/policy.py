@@ -12,7 +12,12 @@ from whonix_open.contract import SERVICE_OPEN, SERVICE_STATUS, SERVICE_VIEW
 from whonix_open.dom0.admin import policy
 from whonix_open.dom0.admin.context import Context
 from whonix_open.dom0.admin.findings import FAIL, PASS, WARN, Finding, finding
-from whonix_open.dom0.disposable import MARKER_FEATURE
+from whonix_open.dom0.disposable import CONTAINED_TAG, MARKER_FEATURE
+
+# What 70-whonix-open.policy denies an opened disposable (DESIGN.md, Enforcement 8).
+CONTAINED_SERVICES = ("qubes.OpenInVM", "qubes.OpenURL", "qubes.StartApp", "qubes.VMShell",
+                      "qubes.VMExec", "qubes.VMExecGUI")
+PROBE = "whonix-open-probe"  # stands for a disposable the broker would open now
 
 
 def requests(ctx: Context) -> list[tuple[str, str]]:
@@ -83,8 +88,69 @@ def run(ctx: Context) -> list[Finding]:
                 f"({policy.USER_FILE})", names,
                 [f"edit /etc/qubes/policy.d/{file} line {line} (a 50-config-* file: "
                  f"Qubes Global Config), or restate the rule in {policy.USER_FILE}"]))
+    out += _containment(ctx, loaded, info)
     if not vendor_seen:
         out.append(finding("policy", FAIL, f"no call to the whonix services is decided by "
                            f"{policy.VENDOR_FILE}: is it installed?",
                            fix=["sudo make install-dom0"]))
+    return out
+
+
+def _probes(ctx: Context, info: dict) -> list[str]:
+    """The broker's disposables that exist now, and - so that the policy is
+    checked before anyone opens a file - one more entry in the system info
+    for each Whonix DVM template, as an opened disposable of it looks to
+    qrexec: a DispVM with its template's tags, created by dom0, with the
+    containment tag and no default_dispvm (what the broker sets)."""
+    names = [q.name for q in sorted(ctx.inventory.values())
+             if q.klass == "DispVM" and q.features.get(MARKER_FEATURE) is not None
+             and CONTAINED_TAG in q.tags]
+    for n, dvm in enumerate(ctx.ws_dvms()):
+        name = f"{PROBE}-{n}"
+        info["domains"][name] = {
+            **info["domains"][dvm.name], "name": name, "type": "DispVM",
+            "template_for_dispvms": False, "default_dispvm": None, "power_state": "Running",
+            "tags": sorted({*dvm.tags, CONTAINED_TAG, "created-by-dom0",
+                            "disp-created-by-dom0"}), "uuid": f"00000000-0000-4000-8000-{n:012d}"}
+        names.append(name)
+    return names
+
+
+def _containment(ctx: Context, loaded: object, info: dict) -> list[Finding]:
+    out = []
+    for q in sorted(ctx.inventory.values()):
+        if q.klass == "DispVM" and q.features.get(MARKER_FEATURE) is not None \
+                and CONTAINED_TAG not in q.tags:
+            out.append(finding("containment", FAIL,
+                               f"disposable {q.name} of this service lacks the tag "
+                               f"{CONTAINED_TAG}: the policy does not contain it", [q.name],
+                               [f"qvm-kill {q.name}"]))
+    info = {"domains": dict(info["domains"])}
+    probes = _probes(ctx, info)
+    targets = ["@dispvm", "@default",
+               *(f"@dispvm:{d.name}" for d in sorted(ctx.inventory.values())
+                 if d.template_for_dispvms),
+               *(n for n in sorted(ctx.inventory) if n != "dom0")]
+    holes: dict[tuple[str, str], list[str]] = defaultdict(list)
+    rules: dict[tuple[str, str], str] = {}
+    for probe in probes:
+        for service in CONTAINED_SERVICES:
+            for target in targets:
+                d = policy.decide(loaded, info, service, "+", probe, target)
+                if d.result != "deny" and d.where:
+                    holes[(service, d.where)].append(target)
+                    rules[(service, d.where)] = d.rule or ""
+    for (service, where), hit in sorted(holes.items()):
+        file, line = where.rsplit(":", 1)
+        out.append(finding(
+            "containment", FAIL,
+            f"an opened disposable may call {service} towards {_names(sorted(set(hit)))}: "
+            f"{where} ({rules[(service, where)]}) decides before the containment rules of "
+            f"{policy.VENDOR_FILE}", [],
+            [f"edit /etc/qubes/policy.d/{file} line {line}: exclude @tag:{CONTAINED_TAG} "
+             f"(a deny rule for it before this one)"]))
+    if not out and probes:
+        out.append(finding("containment", PASS,
+                           f"opened disposables may not call {', '.join(CONTAINED_SERVICES)} "
+                           f"towards any qube"))
     return out
