@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,7 +21,8 @@ with the broker's own code, so a profile that passes here is one the broker
 accepts.
 
 Checks:
-""" + "\n".join(f"  {name:<20} {text}" for name, text in CHECKS.items()) + """
+""" + "\n".join(textwrap.fill(text, 79, initial_indent=f"  {name:<20} ",
+                                subsequent_indent=" " * 23) for name, text in CHECKS.items()) + """
 
 Exit status: 0 when nothing FAILs, 1 when something does, 2 for a usage
 error, 3 when qubesd cannot be read."""
