@@ -70,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument(
         "--profile",
         metavar="NAME",
-        help="dom0 profile to use (built in: tor, offline; default: dom0's default)",
+        help=(
+            "dom0 profile to use (built in: tor, offline; default: default_profile "
+            "from the config, else the default dom0 reports, else tor)"
+        ),
     )
     net.add_argument(
         "--offline", action="store_true", help="same as --profile offline: no network at all"

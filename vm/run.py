@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 
-from whonix_open.contract import SERVICE_OPEN, SERVICE_VIEW
+from whonix_open.contract import DEFAULT_PROFILE, SERVICE_OPEN, SERVICE_VIEW, is_profile_name
 from whonix_open.vm import config, loopguard, routing
 from whonix_open.vm.exitcodes import CliExit
 from whonix_open.vm.opener import Outcome, Session, open_file
@@ -33,7 +33,6 @@ def run(ns: argparse.Namespace) -> int:
     if ns.status:
         return _status(ns)
 
-    profile = _profile(ns, cfg.default_profile)
     view_only = ns.view_only or (cfg.view_only and not ns.edit)
 
     service = loopguard.spawning_service()
@@ -77,9 +76,10 @@ def run(ns: argparse.Namespace) -> int:
         )
         return CliExit.REFUSED_LOCALLY
 
+    profile = _profile(ns, cfg.default_profile, status)
     service_name = (SERVICE_VIEW if view_only else SERVICE_OPEN) + "+" + profile
     session = Session()
-    outcomes = _open_all(targets, service_name, profile or None, view_only, session, reporter)
+    outcomes = _open_all(targets, service_name, profile, view_only, session, reporter)
     for index, outcome in outcomes.items():
         codes[index] = outcome.code
     if session.cancelled.is_set():
@@ -87,13 +87,20 @@ def run(ns: argparse.Namespace) -> int:
     return _first_failure(codes)
 
 
-def _profile(ns: argparse.Namespace, default: str | None) -> str:
-    """The service argument: "" lets dom0 pick its default profile."""
+def _profile(ns: argparse.Namespace, default: str | None, status: routing.Routing) -> str:
+    """The service argument, always a profile name: dom0 refuses an empty one
+    (64), so that a policy rule about `+tor` cannot be bypassed with `+`.
+    --profile/--offline, else the user's default_profile, else the default
+    dom0 reported in the RoutingStatus answer we already have, else "tor"."""
     if ns.offline:
         return "offline"
     if ns.profile is not None:
         return ns.profile
-    return default or ""
+    if default:
+        return default
+    if status.verified and is_profile_name(status.default_profile or ""):
+        return str(status.default_profile)
+    return DEFAULT_PROFILE
 
 
 def _first_failure(codes: list[int]) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import DEADLINE
+from tests.helpers import DEADLINE, DOM0_STATUS_WHONIX
 from whonix_open.contract import Exit
 from whonix_open.vm import cli, loopguard
 from whonix_open.vm.messages import MESSAGES
@@ -112,14 +112,14 @@ def test_good_files_are_still_opened_when_one_is_refused(world, doc, tmp_path):
 @pytest.mark.parametrize(
     ("args", "config", "service"),
     [
-        ([], None, "whonix.OpenInDisposable+"),
+        ([], None, "whonix.OpenInDisposable+tor"),
         (["--offline"], None, "whonix.OpenInDisposable+offline"),
         (["--profile", "tor-2"], None, "whonix.OpenInDisposable+tor-2"),
         (["--view-only", "--offline"], None, "whonix.ViewInDisposable+offline"),
         ([], 'default_profile = "offline"\n', "whonix.OpenInDisposable+offline"),
         (["--profile", "tor"], 'default_profile = "offline"\n', "whonix.OpenInDisposable+tor"),
-        ([], "view_only = true\n", "whonix.ViewInDisposable+"),
-        (["--edit"], "view_only = true\n", "whonix.OpenInDisposable+"),
+        ([], "view_only = true\n", "whonix.ViewInDisposable+tor"),
+        (["--edit"], "view_only = true\n", "whonix.OpenInDisposable+tor"),
     ],
 )
 def test_service_and_profile(world, doc, args, config, service):
@@ -130,6 +130,34 @@ def test_service_and_profile(world, doc, args, config, service):
     calls = world.calls()
     assert calls[0]["argv"] == ["dom0", "whonix.RoutingStatus"]
     assert [c["argv"] for c in calls[1:]] == [["dom0", service]]
+
+
+@pytest.mark.parametrize(
+    ("status", "config", "service"),
+    [
+        # dom0's RoutingStatus names its default: that name is sent.
+        ({"status_json": {**DOM0_STATUS_WHONIX, "default_profile": "work"}}, None, "+work"),
+        # ... but the user's own default_profile wins over it.
+        ({"status_json": {**DOM0_STATUS_WHONIX, "default_profile": "work"}},
+         'default_profile = "offline"\n', "+offline"),
+        # No answer from dom0 (denied) or no usable default in it: built-in "tor".
+        ({"status_code": 126}, None, "+tor"),
+        ({"status_json": {**DOM0_STATUS_WHONIX, "default_profile": None}}, None, "+tor"),
+        ({"status_json": {**DOM0_STATUS_WHONIX, "default_profile": "Bad Name"}}, None, "+tor"),
+    ],
+)
+def test_an_explicit_profile_is_always_sent(world, doc, status, config, service):
+    """dom0 refuses an empty service argument (so that `+` cannot bypass a
+    policy rule about `+tor`): the CLI always names a profile, and reuses the
+    RoutingStatus answer it already asked for (no extra qrexec call)."""
+    world.set(**status)
+    if config:
+        world.write_config(config)
+    result = world.run("--no-notify", str(doc))
+    assert result.returncode == 0, result.stderr
+    argvs = [c["argv"] for c in world.calls()]
+    service = "whonix.OpenInDisposable" + service
+    assert argvs == [["dom0", "whonix.RoutingStatus"], ["dom0", service]]
 
 
 def test_name_starting_with_view_only_is_escaped_in_edit_mode(world, tmp_path):
