@@ -38,7 +38,10 @@ class Session:
     def __init__(self) -> None:
         self.cancelled = threading.Event()
         self.signum: int | None = None
-        self.commit_lock = threading.Lock()  # no replace after a cancel
+        # Taken once, never released: only the first signal acts. A signal
+        # handler can interrupt another one in the main thread, so cancel()
+        # never blocks on a lock (it used to, and a burst of signals hung it).
+        self._first = threading.Lock()
         self._lock = threading.Lock()
         self._transfers: list[transport.Transfer] = []
 
@@ -53,11 +56,17 @@ class Session:
             return list(self._transfers)
 
     def cancel(self, signum: int) -> None:
-        with self.commit_lock:
-            if self.signum is None:
-                self.signum = signum
-            self.cancelled.set()
-        for transfer in self.transfers():
+        """Stop every transfer; safe to re-enter from a signal handler (only
+        the first call acts, later ones return at once)."""
+        if not self._first.acquire(blocking=False):
+            return
+        self.signum = signum
+        self.cancelled.set()
+        # No lock: the main thread may hold self._lock when the signal comes.
+        # list() of a list is atomic; register() checks `cancelled` after
+        # appending, so a transfer is either seen here or terminates itself.
+        transfers = list(self._transfers)
+        for transfer in transfers:
             transfer.terminate()
 
     @property
@@ -157,24 +166,23 @@ def _edit_outcome(
         )
     if size == 0:
         return Outcome(arg, CliExit.OK, f"{arg}: closed in the disposable, unchanged")
-    with session.commit_lock:
-        if session.cancelled.is_set():
-            kept = editback.keep(target, reply)
-            return Outcome(
-                arg,
-                session.interrupted_code,
-                f"{arg}: interrupted; the original is unchanged; the edited file is at {kept}",
-                kept,
-            )
-        try:
-            editback.apply(target, reply)
-        except (editback.ApplyError, OSError) as exc:
-            kept = editback.keep(target, reply)
-            return Outcome(
-                arg,
-                CliExit.FILE_FAILED,
-                f"{arg}: the edits could not be saved ({exc}); the original is "
-                f"unchanged and the edited file is at {kept}",
-                kept,
-            )
+    if session.cancelled.is_set():
+        kept = editback.keep(target, reply)
+        return Outcome(
+            arg,
+            session.interrupted_code,
+            f"{arg}: interrupted; the original is unchanged; the edited file is at {kept}",
+            kept,
+        )
+    try:
+        editback.apply(target, reply)
+    except (editback.ApplyError, OSError) as exc:
+        kept = editback.keep(target, reply)
+        return Outcome(
+            arg,
+            CliExit.FILE_FAILED,
+            f"{arg}: the edits could not be saved ({exc}); the original is "
+            f"unchanged and the edited file is at {kept}",
+            kept,
+        )
     return Outcome(arg, CliExit.OK, f"{arg}: edited in a disposable; changes saved")

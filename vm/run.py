@@ -158,7 +158,16 @@ def _open_all(
         if watcher is not None:
             watcher.join()
             reporter.end_progress()
-        _restore_signal_handlers(previous)
+        if session.cancelled.is_set() and previous:
+            # Interrupted: later signals of a burst must not kill us (default
+            # action) or raise KeyboardInterrupt while the outcome is being
+            # reported, nor during interpreter shutdown, which resets Python
+            # handlers, but not SIG_IGN, to the default. No child is started
+            # any more, so none inherits SIG_IGN.
+            for signum in previous:
+                signal.signal(signum, signal.SIG_IGN)
+        else:
+            _restore_signal_handlers(previous)
     return outcomes
 
 

@@ -15,6 +15,7 @@ Control keys (all optional):
   hang: after reading `stop_reading_after` bytes (and sending
         `cut_reply_at` reply bytes, if given, without dying), touch
         `ready_file` and sleep until killed
+  ignore_sigterm: ignore SIGTERM (only SIGKILL ends it)
 Every call appends one JSON line to STANDIN_LOG: argv, the header (hex), the
 body's length and sha256.
 """
@@ -47,6 +48,8 @@ def log(entry):
 def main():
     with open(os.environ["STANDIN_CONTROL"], encoding="utf-8") as fh:
         control = json.load(fh)
+    if control.get("ignore_sigterm"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     argv = sys.argv[1:]
     service = argv[1] if len(argv) > 1 else ""
     if service.startswith("whonix.RoutingStatus"):
