@@ -85,6 +85,38 @@ def test_refusals_happen_before_any_qrexec_call(world, tmp_path):
         sock.close()
 
 
+@pytest.mark.parametrize("suffix", ["/", "/.", "/..", "//", "/./"])
+def test_a_file_named_as_a_directory_is_refused_like_the_kernel_does(world, doc, suffix):
+    """realpath() drops a trailing "/" or "/.": "a.txt/" was accepted (and left
+    a .part file), "a.txt/." sent the header "." (extension lost)."""
+    link = doc.parent / "link.txt"
+    link.symlink_to(doc)
+    for arg in (str(doc) + suffix, str(link) + suffix):
+        result = world.run("--no-notify", arg)
+        assert result.returncode == 1, result.stderr
+        assert f"{arg}: Not a directory" in result.stderr
+        assert "Error" not in result.stderr and "Traceback" not in result.stderr
+    assert world.calls() == [], "refused before any qrexec call"
+    assert not [p for p in doc.parent.iterdir() if p.name.endswith(".part")]
+
+
+def test_dev_stdin_on_a_pipe_is_named_a_pipe(world):
+    result = world.run("--no-notify", "/dev/stdin", input="some text\n")
+    assert result.returncode == 1
+    assert "/dev/stdin: is a pipe" in result.stderr, result.stderr
+    assert "symbolic link" not in result.stderr
+    assert world.calls() == []
+
+
+def test_dev_stdin_from_a_file_opens_that_file(world, doc):
+    with open(doc, "rb") as stdin:
+        result = world.run("--no-notify", "/dev/stdin", stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    [call] = world.open_calls()
+    assert bytes.fromhex(call["header"]).startswith(b"stdin\0")
+    assert call["body_len"] == doc.stat().st_size
+
+
 def test_unreadable_file_is_refused(world, doc, monkeypatch, capsys, mocker):
     """In-process: the tests may run as root, where mode 000 is readable."""
     real_open = os.open
