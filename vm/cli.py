@@ -3,6 +3,7 @@ checked (Tor through a Whonix-Gateway, or offline).
 
     whonix-open [--view-only | --edit] [--profile NAME | --offline]
                 [--status [--json]] [--quiet] [--no-notify] [--] FILE...
+    whonix-open --recover [PATH...]
 
 Each FILE goes to dom0 over `qrexec-client-vm dom0 whonix.OpenInDisposable+PROFILE`
 (whonix.ViewInDisposable+PROFILE with --view-only), each in its own disposable,
@@ -85,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="with --status: print JSON")
     parser.add_argument(
+        "--recover",
+        action="store_true",
+        help=(
+            "find what killed runs left behind (hidden .NAME.whonix-open-*.part/.complete "
+            "files) in the FILEs' places (a directory: all of it; none: the current "
+            "directory) and in the recovery directory: keep complete edits as "
+            "NAME.whonix-open-edited-<time>, remove incomplete ones"
+        ),
+    )
+    parser.add_argument(
         "--quiet", "-q", action="store_true", help="report only warnings and errors"
     )
     parser.add_argument(
@@ -107,8 +118,10 @@ def main(args: list[str] | None = None) -> int:
             f"--profile {ns.profile!r} is not a profile name "
             "(lowercase letters, digits and '-', at most 31, not starting with '-')"
         )
-    if not ns.status and not ns.files:
-        parser.error("no FILE given (or use --status)")
+    if ns.recover and ns.status:
+        parser.error("--recover and --status do not go together")
+    if not ns.status and not ns.recover and not ns.files:
+        parser.error("no FILE given (or use --status or --recover)")
     if ns.status and ns.files:
         parser.error("--status takes no FILE")
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import threading
 import time
+import traceback
 
 from whonix_open.contract import DEFAULT_PROFILE, SERVICE_OPEN, SERVICE_VIEW, is_profile_name
-from whonix_open.vm import config, loopguard, routing
+from whonix_open.vm import config, leftovers, loopguard, oserrors, routing
 from whonix_open.vm.exitcodes import CliExit
 from whonix_open.vm.opener import Outcome, Session, open_file
 from whonix_open.vm.report import Reporter
@@ -32,6 +34,8 @@ def run(ns: argparse.Namespace) -> int:
         return CliExit.USAGE
     if ns.status:
         return _status(ns)
+    if ns.recover:
+        return _recover(ns.files, reporter)
 
     view_only = ns.view_only or (cfg.view_only and not ns.edit)
 
@@ -63,6 +67,8 @@ def run(ns: argparse.Namespace) -> int:
         codes.append(CliExit.OK)
     if not targets:
         return _first_failure(codes)
+    for _, target in targets:  # what an earlier, killed run left of this file
+        _report_leftovers(leftovers.scan_for_file(target.path), reporter)
 
     status = routing.routing_status()
     for text in status.warnings():
@@ -103,6 +109,35 @@ def _profile(ns: argparse.Namespace, default: str | None, status: routing.Routin
     return DEFAULT_PROFILE
 
 
+def _report_leftovers(found: list[leftovers.Found], reporter: Reporter) -> bool:
+    """Tell the user about each leftover; False if one could not be handled."""
+    for item in found:
+        reporter.warning(item.message())
+    return all(item.error is None for item in found)
+
+
+def _recover(paths: list[str], reporter: Reporter) -> int:
+    """--recover [PATH...]: the leftovers of killed runs in each directory
+    (or of each file), and in the recovery directory."""
+    found: list[leftovers.Found] = []
+    ok = True
+    for path in paths or ["."]:
+        if os.path.isdir(path):
+            found += leftovers.scan(path)
+        elif os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            found += leftovers.scan_for_file(os.path.realpath(path))
+        else:
+            reporter.error(f"{path}: no such file or directory.")
+            ok = False
+    recovery = leftovers.existing_recovery_dir()
+    if recovery:
+        found += leftovers.scan(recovery)
+    ok = _report_leftovers(found, reporter) and ok
+    if not found and ok:
+        reporter.info("no leftovers of earlier runs found.")
+    return CliExit.OK if ok else CliExit.FILE_FAILED
+
+
 def _first_failure(codes: list[int]) -> int:
     return next((code for code in codes if code != CliExit.OK), CliExit.OK)
 
@@ -130,7 +165,14 @@ def _open_all(
         try:
             outcome = open_file(target, service, profile, view_only, session)
         except Exception as exc:  # noqa: BLE001 - a bug must be reported, not lost in a thread
-            outcome = Outcome(target.arg, CliExit.FILE_FAILED, f"{target.arg}: {exc!r}")
+            outcome = Outcome(
+                target.arg,
+                CliExit.FILE_FAILED,
+                f"{target.arg}: whonix-open stopped handling this file because of "
+                f"{oserrors.why(exc, target.directory)}. Any edited copy is in a hidden "
+                f"file beside it; `whonix-open --recover {target.directory}` finds it.",
+            )
+            traceback.print_exc()  # the details for a bug report, after the words
         outcomes[index] = outcome
         if outcome.ok:
             reporter.info(outcome.message)

@@ -91,18 +91,25 @@ def prepare(arg: str) -> Target:
     return Target(arg=arg, path=path, fd=fd, st=st)
 
 
-def unchanged_since(target: Target) -> bool:
-    """True if the file at target.path is still the one we sent, unmodified
+def change_since(target: Target) -> str | None:
+    """None if the file at target.path is still the one we sent, unmodified
     (same inode, size and mtime): then an edit may replace it without losing a
-    change made here meanwhile."""
+    change made here meanwhile. Otherwise what happened, in words."""
     try:
         now = os.stat(target.path)
-    except OSError:
-        return False
+    except FileNotFoundError:
+        return "the original was removed or moved away (or its directory was) while it was open"
+    except OSError as exc:
+        return f"the original cannot be checked any more ({exc.strerror})"
     before = target.st
-    return (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) == (
+    if (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) == (
         before.st_dev,
         before.st_ino,
         before.st_size,
         before.st_mtime_ns,
+    ):
+        return None
+    return (
+        "the original was changed or replaced here while it was open (for example "
+        "another whonix-open saved its edit of the same file first)"
     )
