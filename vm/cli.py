@@ -10,7 +10,7 @@ Each FILE goes to dom0 over `qrexec-client-vm dom0 whonix.OpenInDisposable+PROFI
 all at once. Edits made in the disposable replace the original only after a
 complete, successful reply; otherwise the original stays byte-identical and any
 edited copy is kept as NAME.whonix-open-edited-<timestamp> beside it (or in
-$XDG_DATA_HOME/whonix-open/recovered/ when the directory is not writable).
+$XDG_DATA_HOME/whonix-open/recovered/ when no file can be made there).
 A file whose name begins with "view-only-" is sent as "_view-only-..." in edit
 mode, or the disposable would open it view-only.
 
@@ -41,7 +41,11 @@ config: $XDG_CONFIG_HOME/whonix-open/config.toml (or /etc/xdg/whonix-open/),
 edit-back: the original is replaced (atomically, mode kept) only after dom0
   reports success; otherwise it is left byte-identical and any edited copy is
   kept as NAME.whonix-open-edited-<timestamp> next to it, or in
-  $XDG_DATA_HOME/whonix-open/recovered/ if its directory is not writable.
+  $XDG_DATA_HOME/whonix-open/recovered/ if no file can be made there.
+  Two runs editing one file at once: the first reply is applied, the later
+  one kept. A killed run leaves a hidden .NAME.whonix-open-*.part (cut off:
+  removed) or .complete (kept as an edited copy) file: the next run on that
+  file, or --recover, reports and handles it.
   A name starting with "view-only-" is sent as "_view-only-..." in edit mode.
 """
 

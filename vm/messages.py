@@ -9,7 +9,7 @@ from whonix_open.contract import Exit
 
 # {profile} is "the profile 'NAME'", or "the default profile" when none was named.
 MESSAGES: dict[Exit, str] = {
-    Exit.OK: "opened in a disposable and closed",
+    Exit.OK: "opened in a disposable and closed.",
     Exit.BAD_REQUEST: (
         "dom0 refused the request: {profile} is unknown or malformed. "
         "Check `whonix-open --status` for the profiles dom0 offers."

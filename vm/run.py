@@ -23,6 +23,7 @@ PROGRESS_PERIOD = 0.5  # seconds between progress redraws
 KILL_GRACE = 5.0  # seconds after a signal before children get SIGKILL
 _JOIN_SLICE = 0.2  # seconds; lets the main thread notice the kill deadline
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+DEBUG_ENV = "WHONIX_OPEN_DEBUG"  # set: a worker's unexpected error prints its traceback
 
 
 def run(ns: argparse.Namespace) -> int:
@@ -172,7 +173,8 @@ def _open_all(
                 f"{oserrors.why(exc, target.directory)}. Any edited copy is in a hidden "
                 f"file beside it; `whonix-open --recover {target.directory}` finds it.",
             )
-            traceback.print_exc()  # the details for a bug report, after the words
+            if os.environ.get(DEBUG_ENV):
+                traceback.print_exc()  # the details for a bug report
         outcomes[index] = outcome
         if outcome.ok:
             reporter.info(outcome.message)

@@ -211,3 +211,35 @@ def test_a_live_runs_reply_file_is_never_taken_for_a_leftover(world, doc, tmp_pa
     wait_for(lambda: not _alive(standin), "the stand-in to end")
     [kept] = kept_copies(doc.parent)
     assert kept.stat().st_size == 1000 and leftovers(doc.parent) == []
+
+
+def test_an_unexpected_error_in_a_worker_is_reported_in_words(world, doc, mocker, capsys):
+    """In-process, the one seam: open_file raising what no code path expects.
+    The message used to be the exception's repr."""
+    from whonix_open.vm import cli
+
+    mocker.patch("whonix_open.vm.run.open_file", side_effect=RuntimeError("boom"))
+    code = cli.main(["--no-notify", str(doc)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "stopped handling this file because of an unexpected internal error" in err
+    assert f"whonix-open --recover {doc.parent}" in err
+    assert "boom" not in err
+    assert_words_only(err)
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (b"view_only = \xff\n", "cannot read it: it is not UTF-8 text"),
+    (None, "cannot read it: Is a directory"),
+])
+def test_an_unreadable_config_is_reported_in_words(world, doc, content, words):
+    path = world.write_config("")
+    if content is None:
+        path.unlink()
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    result = world.run("--no-notify", str(doc))
+    assert result.returncode == 2
+    assert words in result.stderr, result.stderr
+    assert_words_only(result.stderr)
