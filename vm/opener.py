@@ -2,7 +2,8 @@
 
 The rule that matters: the original is replaced only after dom0 exit 0, a
 completely sent file, a non-empty reply and no interruption; every other
-non-empty reply is kept (editback.keep) and the user told where.
+non-empty reply is kept (editback.keep) and the user told where. Every message
+is whole sentences in words: no exception repr reaches the user.
 """
 
 from __future__ import annotations
@@ -226,6 +227,6 @@ def _edit_outcome(
         return _kept_outcome(
             target, reply, CliExit.FILE_FAILED,
             f"{arg}: the edits could not be saved: {why}.", partial=False,
-            note=" The original is unchanged; the edited file is kept at {path}.",
+            note=" Nothing was replaced; the edited file is kept at {path}.",
         )
     return Outcome(arg, CliExit.OK, f"{arg}: edited in a disposable; changes saved.")
