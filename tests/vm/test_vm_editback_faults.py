@@ -167,10 +167,12 @@ def test_an_incomplete_leftover_is_removed_by_the_next_run_and_reported(world, d
     assert leftovers(doc.parent) == [] and kept_copies(doc.parent) == []
 
 
-def test_a_complete_leftover_is_kept_by_recover(world, doc, tmp_path):
+@pytest.mark.parametrize("how", ["--recover DIR", "next run"])
+def test_a_complete_leftover_is_kept_as_a_recovered_copy(world, doc, tmp_path, how):
     """A run killed after the whole reply arrived and dom0 said 0, but before
     the replace (here: waiting for a lock on the original): its reply file is
-    marked complete, and --recover keeps it as a recovered copy."""
+    marked complete; --recover, or the next run on that file, keeps it as a
+    recovered copy and says so."""
     import fcntl
 
     world.set(mode="edit")
@@ -182,7 +184,9 @@ def test_a_complete_leftover_is_kept_by_recover(world, doc, tmp_path):
         proc.kill()
         proc.communicate(timeout=DEADLINE)
     assert doc.read_bytes() == ORIGINAL * 512
-    result = world.run("--no-notify", "--recover", str(doc.parent))
+    world.set(mode="none")
+    args = ["--recover", str(doc.parent)] if how == "--recover DIR" else [str(doc)]
+    result = world.run("--no-notify", *args)
     assert result.returncode == 0, result.stderr
     [kept] = kept_copies(doc.parent)
     assert kept.read_bytes() == ORIGINAL * 512 + b" [edited]"
@@ -243,3 +247,27 @@ def test_an_unreadable_config_is_reported_in_words(world, doc, content, words):
     assert result.returncode == 2
     assert words in result.stderr, result.stderr
     assert_words_only(result.stderr)
+
+
+def test_recover_also_looks_in_the_recovery_directory(world, doc, tmp_path):
+    """Leftovers as a killed run leaves them in recovered/ (where replies go
+    when no file can be made beside the original); other files are not
+    touched, and a scan for one file leaves another file's leftovers alone."""
+    folder = Path(world.env["XDG_DATA_HOME"]) / "whonix-open" / "recovered"
+    folder.mkdir(parents=True)
+    complete = folder / ".letter.txt.whonix-open-abcd_123.complete"
+    complete.write_bytes(b"the whole edit")
+    part = folder / ".other.odt.whonix-open-zz99zz99.part"
+    part.write_bytes(b"half an ed")
+    unrelated = folder / ".notes.whonix-open-12345678.partial"
+    unrelated.write_bytes(b"not ours")
+    world.set(mode="none")
+    result = world.run("--no-notify", str(doc))  # the next run on letter.txt
+    assert result.returncode == 0, result.stderr
+    [kept] = [p for p in folder.iterdir() if p.name.startswith("letter.txt.whonix-open-edited-")]
+    assert kept.read_bytes() == b"the whole edit" and not complete.exists()
+    assert part.exists(), "another file's leftover is left for its own run or --recover"
+    result = world.run("--no-notify", "--recover", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"removed {part}: an incomplete reply (10 bytes)" in result.stderr
+    assert not part.exists() and unrelated.exists()
