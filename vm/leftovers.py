@@ -7,7 +7,8 @@ How we know what a leftover holds (vm/editback.py): a reply file is renamed
 a ``.complete`` leftover holds a complete edit that was never applied; it is
 kept as ``NAME.whonix-open-edited-<its time>`` (never applied: the original
 may have changed since). A ``.part`` leftover was cut off while receiving, or
-came with a failure, and is removed.
+came with a failure, and is removed; so is an empty ``.new`` one (a run killed
+between creating and locking it) once it is a minute old.
 
 A run holds an exclusive flock on its reply file for as long as it has it: a
 leftover whose lock we cannot take belongs to a live run (say, another window
@@ -22,14 +23,19 @@ import fcntl
 import os
 import re
 import stat
+import time
 from dataclasses import dataclass
 
 from whonix_open.vm import editback, oserrors
 
 _LEFTOVER_RE = re.compile(
-    r"\.(?P<name>.+)" + re.escape(editback.TEMP_INFIX) + r"[a-z0-9_]{8}\.(?P<state>part|complete)",
+    r"\.(?P<name>.+)" + re.escape(editback.TEMP_INFIX)
+    + r"[a-z0-9_]{8}\.(?P<state>part|complete|new)",
     re.DOTALL,
 )
+# A ".new" file is locked and renamed within microseconds of its creation:
+# one this old and still unlocked was left by a run killed in between.
+NEW_FILE_AGE = 60.0  # seconds
 
 
 @dataclass
@@ -58,7 +64,7 @@ class Found:
         )
 
 
-def _claim(directory: str, entry: str, name: str, complete: bool) -> Found | None:
+def _claim(directory: str, entry: str, name: str, state: str) -> Found | None:
     """Handle one leftover if no live run holds it; None when it is not ours
     to touch (in use, gone, not a regular file of this user)."""
     path = os.path.join(directory, entry)
@@ -71,6 +77,8 @@ def _claim(directory: str, entry: str, name: str, complete: bool) -> Found | Non
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
             return None
+        if state == "new" and (st.st_size or time.time() - st.st_mtime < NEW_FILE_AGE):
+            return None  # possibly a live run about to lock it
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -78,7 +86,7 @@ def _claim(directory: str, entry: str, name: str, complete: bool) -> Found | Non
         with contextlib.suppress(OSError):
             now = os.lstat(path)
             if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
-                return _handle(reply, name, complete, st)
+                return _handle(reply, name, state == "complete", st)
         return None  # renamed away by its run just before it let go
     finally:
         reply.close()
@@ -115,7 +123,7 @@ def scan(directory: str, name: str | None = None) -> list[Found]:
         if match is None or (wanted is not None and match["name"] != wanted):
             continue
         base = match["name"] if name is None else name
-        result = _claim(directory, entry, base, match["state"] == "complete")
+        result = _claim(directory, entry, base, match["state"])
         if result is not None:
             found.append(result)
     return found

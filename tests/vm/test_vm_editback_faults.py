@@ -271,3 +271,18 @@ def test_recover_also_looks_in_the_recovery_directory(world, doc, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"removed {part}: an incomplete reply (10 bytes)" in result.stderr
     assert not part.exists() and unrelated.exists()
+
+
+def test_an_old_empty_new_file_is_removed_a_fresh_one_is_left(world, doc):
+    """A run killed between creating its reply file and locking it leaves an
+    empty ".new"; a fresh one may belong to a run about to lock it."""
+    old = doc.parent / ".letter.txt.whonix-open-aaaa1111.new"
+    fresh = doc.parent / ".letter.txt.whonix-open-bbbb2222.new"
+    old.write_bytes(b"")
+    fresh.write_bytes(b"")
+    os.utime(old, (old.stat().st_atime - 120, old.stat().st_mtime - 120))
+    world.set(mode="none")
+    result = world.run("--no-notify", str(doc))
+    assert result.returncode == 0, result.stderr
+    assert f"removed {old}: an incomplete reply (0 bytes)" in result.stderr
+    assert not old.exists() and fresh.exists()
