@@ -28,6 +28,7 @@ import fcntl
 import os
 import stat
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
@@ -138,7 +139,7 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def _lock_original(fd: int) -> bool:
+def _lock_original(fd: int, stop: threading.Event | None) -> bool:
     """Exclusive flock on the original we sent (all whonix-open runs take it
     before replacing). False when this file system has no flock."""
     deadline = time.monotonic() + LOCK_WAIT
@@ -147,6 +148,10 @@ def _lock_original(fd: int) -> bool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
+            if stop is not None and stop.is_set():
+                raise ApplyError(
+                    "interrupted while another program held a lock on the original"
+                ) from None
             if time.monotonic() > deadline:
                 raise ApplyError(
                     f"another program kept the original locked for {int(LOCK_WAIT)} s"
@@ -163,14 +168,15 @@ def _read_only_fs(directory: str) -> bool:
         return False
 
 
-def apply(target: Target, reply: ReplyFile) -> None:
+def apply(target: Target, reply: ReplyFile, stop: threading.Event | None = None) -> None:
     """Atomically replace the original with the reply, keeping its mode bits.
-    Raises ApplyError (reply untouched) when that would not be safe."""
+    Raises ApplyError (reply untouched) when that would not be safe, or when
+    *stop* is set while waiting for the lock."""
     if not reply.beside_original:
         raise ApplyError(reply.why_elsewhere or "no file could be made beside it")
     os.fchmod(reply.fd, stat.S_IMODE(target.st.st_mode))
     os.fsync(reply.fd)  # before the lock: keep the locked part short
-    locked = _lock_original(target.fd)
+    locked = _lock_original(target.fd, stop)
     try:
         change = change_since(target)
         if change:

@@ -221,7 +221,7 @@ def _edit_outcome(
         return Outcome(arg, CliExit.OK, f"{arg}: closed in the disposable, unchanged.")
     try:
         editback.mark_complete(reply)
-        editback.apply(target, reply)
+        editback.apply(target, reply, stop=session.cancelled)
     except (editback.ApplyError, OSError) as exc:
         why = str(exc) if isinstance(exc, editback.ApplyError) else oserrors.why(exc)
         return _kept_outcome(

@@ -286,3 +286,21 @@ def test_an_old_empty_new_file_is_removed_a_fresh_one_is_left(world, doc):
     assert result.returncode == 0, result.stderr
     assert f"removed {old}: an incomplete reply (0 bytes)" in result.stderr
     assert not old.exists() and fresh.exists()
+
+
+def test_sigterm_while_waiting_for_a_lock_on_the_original_keeps_the_edit(world, doc):
+    import fcntl
+
+    world.set(mode="edit")
+    with open(doc, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another program holds the original
+        proc = world.popen("--no-notify", str(doc))
+        wait_for(lambda: [p for p in doc.parent.iterdir() if p.name.endswith(".complete")],
+                 "the CLI to wait for the lock")
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=DEADLINE)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted while another program held a lock on the original" in err
+    [kept] = kept_copies(doc.parent)
+    assert kept.read_bytes() == ORIGINAL * 512 + b" [edited]" and str(kept) in err
+    assert doc.read_bytes() == ORIGINAL * 512 and leftovers(doc.parent) == []
