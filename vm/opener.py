@@ -76,6 +76,25 @@ class Session:
         return 128 + (self.signum or signal.SIGTERM)
 
 
+class Unexpected(Exception):
+    """A bug while deciding about a reply; *kept* is where the reply was
+    rescued to (None: there was none, or it could not be kept)."""
+
+    def __init__(self, kept: str | None) -> None:
+        super().__init__("unexpected error")
+        self.kept = kept
+
+
+def _rescue(target: Target, reply: editback.ReplyFile | None) -> str | None:
+    """After a bug: keep a reply that is still ours (never delete it)."""
+    try:
+        if reply is None or reply.fd < 0 or reply.size() == 0:
+            return None
+        return editback.keep(reply, os.path.basename(target.path))
+    except Exception:  # noqa: BLE001 - already failing; the caller reports it
+        return None
+
+
 def open_file(
     target: Target, service: str, profile: str | None, view_only: bool, session: Session
 ) -> Outcome:
@@ -119,6 +138,8 @@ def open_file(
         if reply is None:
             raise RuntimeError("edit mode without a reply file")
         return _edit_outcome(target, transfer, reply, profile, session)
+    except Exception as exc:
+        raise Unexpected(_rescue(target, reply)) from exc
     finally:
         # A writer left blocked after an interruption still reads this fd:
         # closing it could hand its number to another file. Exit closes it.

@@ -14,7 +14,7 @@ import traceback
 from whonix_open.contract import DEFAULT_PROFILE, SERVICE_OPEN, SERVICE_VIEW, is_profile_name
 from whonix_open.vm import config, leftovers, loopguard, oserrors, routing
 from whonix_open.vm.exitcodes import CliExit
-from whonix_open.vm.opener import Outcome, Session, open_file
+from whonix_open.vm.opener import Outcome, Session, Unexpected, open_file
 from whonix_open.vm.report import Reporter
 from whonix_open.vm.targets import Target, TargetError, prepare
 
@@ -166,12 +166,15 @@ def _open_all(
         try:
             outcome = open_file(target, service, profile, view_only, session)
         except Exception as exc:  # noqa: BLE001 - a bug must be reported, not lost in a thread
+            cause = exc.__cause__ if isinstance(exc, Unexpected) else exc
+            kept = exc.kept if isinstance(exc, Unexpected) else None
+            note = f" What the disposable sent back is kept at {kept}, not applied." if kept else ""
             outcome = Outcome(
                 target.arg,
                 CliExit.FILE_FAILED,
                 f"{target.arg}: whonix-open stopped handling this file because of "
-                f"{oserrors.why(exc, target.directory)}. Any edited copy is in a hidden "
-                f"file beside it; `whonix-open --recover {target.directory}` finds it.",
+                f"{oserrors.why(cause or exc, target.directory)}.{note}",
+                kept,
             )
             if os.environ.get(DEBUG_ENV):
                 traceback.print_exc()  # the details for a bug report

@@ -217,19 +217,29 @@ def test_a_live_runs_reply_file_is_never_taken_for_a_leftover(world, doc, tmp_pa
     assert kept.stat().st_size == 1000 and leftovers(doc.parent) == []
 
 
-def test_an_unexpected_error_in_a_worker_is_reported_in_words(world, doc, mocker, capsys):
-    """In-process, the one seam: open_file raising what no code path expects.
-    The message used to be the exception's repr."""
+@pytest.mark.parametrize("where", ["whonix_open.vm.opener._edit_outcome",
+                                   "whonix_open.vm.run.open_file"])
+def test_an_unexpected_error_in_a_worker_is_reported_in_words(world, doc, mocker, capsys,
+                                                              where):
+    """In-process, the one seam: code raising what no code path expects. The
+    message used to be the exception's repr; a reply that came back is kept."""
     from whonix_open.vm import cli
 
-    mocker.patch("whonix_open.vm.run.open_file", side_effect=RuntimeError("boom"))
+    world.set(mode="edit")
+    mocker.patch(where, side_effect=RuntimeError("boom"))
     code = cli.main(["--no-notify", str(doc)])
     err = capsys.readouterr().err
     assert code == 1
     assert "stopped handling this file because of an unexpected internal error" in err
-    assert f"whonix-open --recover {doc.parent}" in err
     assert "boom" not in err
     assert_words_only(err)
+    assert doc.read_bytes() == ORIGINAL * 512
+    kept = kept_copies(doc.parent)
+    if where.endswith("_edit_outcome"):
+        assert len(kept) == 1 and kept[0].read_bytes() == ORIGINAL * 512 + b" [edited]"
+        assert f"kept at {kept[0]}, not applied" in err
+    else:
+        assert kept == []
 
 
 @pytest.mark.parametrize(("content", "words"), [
