@@ -120,15 +120,17 @@ def create_reply_file(target: Target) -> ReplyFile:
 
 
 def mark_complete(reply: ReplyFile) -> None:
-    """The whole reply is here and dom0 said so: data to disk, then the name
-    that tells a later leftover scan so. Best effort: a directory that became
-    read-only keeps the ``.part`` name (apply or keep follow at once)."""
-    os.fsync(reply.fd)
+    """The whole reply is here and dom0 said so: give it the name that tells
+    a later leftover scan so, then write it to disk. Renamed first, so that a
+    SIGKILL during a long fsync leaves a kept copy, not a removed one (a
+    leftover is only ever kept, never applied). Best effort: a directory that
+    became read-only keeps the ``.part`` name (apply or keep follow at once)."""
     if reply.path.endswith(PART):
         complete = reply.path[: -len(PART)] + COMPLETE
         with contextlib.suppress(OSError):
             os.rename(reply.path, complete)
             reply.path = complete
+    os.fsync(reply.fd)
 
 
 def _fsync_dir(directory: str) -> None:
