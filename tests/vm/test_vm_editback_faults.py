@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -314,3 +315,41 @@ def test_sigterm_while_waiting_for_a_lock_on_the_original_keeps_the_edit(world, 
     [kept] = kept_copies(doc.parent)
     assert kept.read_bytes() == ORIGINAL * 512 + b" [edited]" and str(kept) in err
     assert doc.read_bytes() == ORIGINAL * 512 and leftovers(doc.parent) == []
+
+
+def test_sigkill_at_any_point_never_corrupts_and_recover_cleans_up(world, tmp_path):
+    """SIGKILL at spread-out points of a 16 MiB edit, each followed by
+    --recover: the original is either untouched or the whole edit, a kept copy
+    is always the whole edit (the .complete marker is never wrong), and
+    nothing is left behind. Every assertion holds whatever the kill point."""
+    import random
+    import time
+
+    rng = random.Random(8)
+    data = os.urandom(1 << 16) * 256
+    world.set(mode="edit")
+    # Kill points spread over one whole run's duration on this machine.
+    whole = tmp_path / "whole.bin"
+    whole.write_bytes(data)
+    started = time.monotonic()
+    assert world.run("--no-notify", str(whole)).returncode == 0
+    duration = time.monotonic() - started
+    for trial in range(16):
+        folder = tmp_path / f"t{trial}"
+        folder.mkdir()
+        doc = folder / "big.bin"
+        doc.write_bytes(data)
+        proc = world.popen("--no-notify", str(doc))
+        try:
+            proc.wait(timeout=rng.uniform(0.1, 1.0) * duration)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        proc.wait(timeout=DEADLINE)
+        for pipe in (proc.stdout, proc.stderr):
+            pipe.close()
+        result = world.run("--no-notify", "--recover", str(folder))
+        assert result.returncode == 0, result.stderr
+        assert doc.read_bytes() in (data, data + b" [edited]"), trial
+        for kept in kept_copies(folder):
+            assert kept.read_bytes() == data + b" [edited]", (trial, result.stderr)
+        assert [p for p in leftovers(folder) if not p.name.endswith(".new")] == [], trial
