@@ -37,6 +37,7 @@ def doc(tmp_path: Path) -> Path:
         ["--profile", "tor", "--offline", "x"],
         ["--view-only", "--edit", "x"],
         ["--status", "x"],
+        ["--recover", "--status"],
         ["--bogus", "x"],
     ],
 )

@@ -353,3 +353,10 @@ def test_sigkill_at_any_point_never_corrupts_and_recover_cleans_up(world, tmp_pa
         for kept in kept_copies(folder):
             assert kept.read_bytes() == data + b" [edited]", (trial, result.stderr)
         assert [p for p in leftovers(folder) if not p.name.endswith(".new")] == [], trial
+
+
+def test_recover_names_a_path_that_does_not_exist(world, tmp_path):
+    result = world.run("--no-notify", "--recover", str(tmp_path / "no" / "such"))
+    assert result.returncode == 1
+    assert f"{tmp_path / 'no' / 'such'}: no such file or directory." in result.stderr
+    assert world.calls() == [], "--recover never calls qrexec"
