@@ -117,7 +117,7 @@ def serve(service: str, argv: Sequence[str], env: Mapping[str, str], audit: Audi
 
         name = disposable.provision(backend, plan, session.id, created)
         # Watch first, then read back: a change after the read cannot be missed.
-        stop_watch = backend.watch_netvm(name, alarm.poke)
+        stop_watch = backend.watch_netvm(name, lambda _netvm: alarm.poke())
         info = disposable.verify(backend, name, plan)
         return relay(backend, name, alarm, view_only=view_only, caller_in=stdin,
                      caller_out=stdout, connect_timeout=info.qrexec_timeout)

@@ -63,7 +63,6 @@ FAULTS: dict[str, tuple[tuple[type, ...], Any]] = {
     "start_delay": ((int, float), 0),        # seconds a Start takes (a slow boot)
     "kill_fails": ((int,), 0),               # this many Kill calls fail (then they work)
     "qubesd_unreachable": ((bool,), False),  # every call raises QubesdUnreachable
-    "preload": ((bool,), False),             # CreateDisposable hands out a running one
     "netvm_set_ignored": ((bool,), False),   # property.Set netvm does nothing
     "wrong_klass": ((bool,), False),         # new disposables read back as AppVM
     "no_auto_cleanup": ((bool,), False),     # new disposables lack auto_cleanup (like a named one)
