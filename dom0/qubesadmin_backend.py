@@ -95,7 +95,7 @@ class QubesadminBackend:
         except (exc.QubesDaemonCommunicationError, ConnectionError, FileNotFoundError) as e:
             # no socket, refused, empty reply (qubesd failed or is going away)
             raise QubesdUnreachable(str(e)) from None
-        except exc.QubesException as e:
+        except (exc.QubesException, exc.PermissionDenied) as e:
             raise BackendError(f"{type(e).__name__}: {e}") from None
         except (AssertionError, ValueError, UnicodeDecodeError) as e:
             # qubesadmin's ProtocolError is an AssertionError; a reply we

@@ -79,6 +79,10 @@ class ProtocolError(QubesdError):
     qubesd_class = "ProtocolError"
 
 
+class PermissionDenied(QubesdError):
+    qubesd_class = "PermissionDenied"  # qrexec/admin policy said no (empty message)
+
+
 class Unreachable(QubesdError):
     """Not a qubesd reply: the sim's qubesd_unreachable fault (the socket
     server then refuses connections)."""
@@ -749,6 +753,8 @@ def call(st: dict[str, Any], c: Call) -> Any:
     logs it). Unknown methods are refused as qubesd's policy would."""
     if st["faults"].get("qubesd_unreachable"):
         raise Unreachable("qubesd is not reachable (simulated)")
+    if c.method in (st["faults"].get("qubesd_refuses") or ()):
+        raise PermissionDenied("")
     method = METHODS.get(c.method)
     if method is None:
         raise QubesdError(f"method {c.method} is not simulated")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import select
 import socket
 import socketserver
 import threading
@@ -117,12 +118,12 @@ class _Handler(socketserver.BaseRequestHandler):
 
     @staticmethod
     def _hung_up(sock: socket.socket) -> bool:
-        try:
-            return sock.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) == b""
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
+        # The client has shut down its writing side already (end of the
+        # request); only a full close is a hang-up.
+        poller = select.poll()
+        poller.register(sock, 0)
+        return any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL)
+                   for _, ev in poller.poll(0))
 
 
 class QubesdServer(socketserver.ThreadingUnixStreamServer):

@@ -70,6 +70,7 @@ FAULTS: dict[str, tuple[tuple[type, ...], Any]] = {
     "disposable_behaviour": ((str,), "edit"),  # what the disposable side does, BEHAVIOURS
     "netvm_change_to": ((str,), None),       # disposable side sets its netvm ("" = none)
     "policy_deny": ((list,), None),          # services the qrexec stand-in refuses (126)
+    "qubesd_refuses": ((list,), None),       # Admin API methods qubesd refuses (PermissionDenied)
 }
 
 TOP_LEVEL = ("description", "extends", "remove_qubes", "qubes", "faults")
@@ -106,8 +107,9 @@ def check_fault(key: str, value: Any, where: str = "faults") -> Any:
                             f"got {type(value).__name__}")
     if key == "disposable_behaviour" and value not in BEHAVIOURS:
         raise ScenarioError(f"{where}.{key}: {value!r} is not one of {', '.join(BEHAVIOURS)}")
-    if key == "policy_deny" and not all(isinstance(s, str) and s for s in value):
-        raise ScenarioError(f"{where}.{key}: expected a list of service names")
+    if key in ("policy_deny", "qubesd_refuses") \
+            and not all(isinstance(s, str) and s for s in value):
+        raise ScenarioError(f"{where}.{key}: expected a list of service or method names")
     if key == "start_delay" and not 0 <= value <= 3600:
         raise ScenarioError(f"{where}.{key}: expected 0 to 3600 seconds")
     if key == "wrong_template" and value == "":

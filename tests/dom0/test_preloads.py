@@ -99,3 +99,13 @@ def test_offline_uses_preloads_of_an_offline_dvm(broker, sim, preloading):
     service = _relayed(sim)
     assert service["qube"] == ready[0] and service["netvm"] is None
     assert sim.qube(ready[1])["booted_with"]["netvm"] is None
+
+
+@pytest.mark.parametrize("profile", ["tor", "offline"])
+def test_a_caller_whose_default_dispvm_is_not_whonix_opens(broker, sim, profile):
+    """personal's default_dispvm is a Debian DVM: dom0 finds the Whonix one
+    itself (admin.vm.List on dom0, which lists every qube)."""
+    r = broker.open_file(caller="personal", arg=PROFILES[profile])
+    assert r.code == Exit.OK, r.err
+    assert _relayed(sim)["netvm"] == (None if profile == "offline" else "sys-whonix")
+    assert f"dvm={DVM}" in r.err
