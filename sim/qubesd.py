@@ -436,13 +436,14 @@ def _new_dispvm(st: dict[str, Any], dvm: str, name: str, dispid: int,
                          "features": {k: v for k, v in tpl["features"].items()
                                       if not k.startswith("preload-dispvm")},
                          "tags": sorted(set(tpl["tags"])), "power_state": "Halted",
-                         "uuid": str(uuidlib.uuid4()), "default_props": []}
+                         "uuid": str(uuidlib.uuid4()), "default_props": [],
+                         "netvm_set_count": 0}
     for prop in ("label", "netvm", "qrexec_timeout", "provides_network", "management_dispvm"):
         is_default, value = (True, None) if prop not in tpl else prop_value(st, dvm, prop)
         if is_default:
             q["default_props"].append(prop)
         else:
-            q[prop] = value if value is not None else ""
+            q[prop] = value
     q["default_props"].append("default_dispvm")  # -> the template
     st["qubes"][name] = q
     fire(st, "", "domain-add", vm=name)
@@ -554,7 +555,7 @@ def property_set(st: dict[str, Any], c: Call) -> None:
     if c.arg == "default_dispvm" and value is not None \
             and not st["qubes"][value].get("template_for_dispvms"):
         raise ValueErr(f"{value} is not a disposable template")
-    _set_stored(st, c.dest, c.arg, value if value is not None else "")
+    _set_stored(st, c.dest, c.arg, value)
     _dvm_changed(st, c.dest, c.now, c.processes)
 
 

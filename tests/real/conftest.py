@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.dom0.conftest import REPO, Broker, sim  # noqa: F401 - the fixture
+from tests.dom0 import conftest as dom0
 from whonix_open.sim.harness import SimQubes
 from whonix_open.sim.qubesd_server import QubesdServer
+
+REPO, Broker = dom0.REPO, dom0.Broker
+sim = dom0.sim  # the same simulated Qubes fixture
 
 MISSING = [m for m in ("qubesadmin", "qrexec") if importlib.util.find_spec(m) is None]
 INSTALL = ("the real-library tests need the Qubes packages qubesadmin and qrexec: run "
