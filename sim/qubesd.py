@@ -552,9 +552,11 @@ def property_set(st: dict[str, Any], c: Call) -> None:
             # net.on_property_pre_set_netvm: a paused qube's change is deferred
             q["features"]["deferred-netvm-original"] = prop_value(st, c.dest, "netvm")[1] or ""
         q["netvm_set_count"] = q.get("netvm_set_count", 0) + 1
-    if c.arg == "default_dispvm" and value is not None \
-            and not st["qubes"][value].get("template_for_dispvms"):
-        raise ValueErr(f"{value} is not a disposable template")
+    if c.arg == "default_dispvm":
+        if value is not None and not st["qubes"][value].get("template_for_dispvms"):
+            raise ValueErr(f"{value} is not a disposable template")
+        if st["faults"].get("default_dispvm_set_ignored"):
+            return
     _set_stored(st, c.dest, c.arg, value)
     _dvm_changed(st, c.dest, c.now, c.processes)
 

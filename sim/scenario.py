@@ -64,6 +64,7 @@ FAULTS: dict[str, tuple[tuple[type, ...], Any]] = {
     "kill_fails": ((int,), 0),               # this many Kill calls fail (then they work)
     "qubesd_unreachable": ((bool,), False),  # every call raises QubesdUnreachable
     "netvm_set_ignored": ((bool,), False),   # property.Set netvm does nothing
+    "default_dispvm_set_ignored": ((bool,), False),  # ... and so for default_dispvm
     "wrong_klass": ((bool,), False),         # new disposables read back as AppVM
     "no_auto_cleanup": ((bool,), False),     # new disposables lack auto_cleanup (like a named one)
     "wrong_template": ((bool, str), False),  # ... read back with another template

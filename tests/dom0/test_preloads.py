@@ -101,6 +101,19 @@ def test_offline_uses_preloads_of_an_offline_dvm(broker, sim, preloading):
     assert sim.qube(ready[1])["booted_with"]["netvm"] is None
 
 
+@pytest.mark.parametrize("preloads", [0, 2])
+@pytest.mark.parametrize("profile", ["tor", "offline"])
+def test_a_default_dispvm_that_does_not_read_back_as_none_is_70(broker, sim, preloading,
+                                                                profile, preloads):
+    ready = preloading(preloads)
+    sim.set_fault("default_dispvm_set_ignored", True)
+    r = broker.open_file(arg=PROFILES[profile])
+    assert r.code == Exit.VERIFICATION_FAILED, r.err
+    assert "default_dispvm" in r.err
+    assert sim.received() == [] and sim.services() == []
+    assert sim.disposables() == sorted(ready[1:] if profile == "tor" else ready)
+
+
 @pytest.mark.parametrize("profile", ["tor", "offline"])
 def test_a_caller_whose_default_dispvm_is_not_whonix_opens(broker, sim, profile):
     """personal's default_dispvm is a Debian DVM: dom0 finds the Whonix one
