@@ -13,7 +13,8 @@ caller). This process only waits for one of:
 A dom0 service's stdout is a socketpair end held by qrexec-daemon, which
 forks a qube's call to dom0 itself (daemon/qrexec-daemon.c run_qrexec_to_dom0,
 libqrexec exec.c do_fork_exec). When the caller's connection goes away, it
-only shutdown()s it (process_io.c close_stdout: SHUT_RD) and waits for us: poll() reports nothing for that, so a zero-byte send is tried
+only shutdown()s it (process_io.c close_stdout: SHUT_RD) and waits for us:
+poll() reports nothing for that, so a zero-byte send is tried
 every PROBE_INTERVAL_MS (EPIPE = gone). A pipe (tests) reports POLLERR.
 """
 

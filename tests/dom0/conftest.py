@@ -69,8 +69,8 @@ class Broker:
                           caller: str = "anon-whonix"):
         """As qrexec-daemon runs a qube's call to a dom0 service
         (run_qrexec_to_dom0 -> libqrexec exec.c do_fork_exec): stdin and stdout
-        are each one end of a socketpair, stderr goes to the daemon's log. Returns (process, our end of its stdin, our end of
-        its stdout)."""
+        are each one end of a socketpair, stderr goes to the daemon's log.
+        Returns (process, our end of its stdin, our end of its stdout)."""
         stdin_ours, stdin_theirs = socket.socketpair()
         stdout_ours, stdout_theirs = socket.socketpair()
         argv = [sys.executable, str(RPC_DIR / service)] + ([arg] if arg else [])
