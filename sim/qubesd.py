@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid as uuidlib
 from collections.abc import Callable
 from typing import Any
 
@@ -86,6 +85,14 @@ class PermissionDenied(QubesdError):
 class Unreachable(QubesdError):
     """Not a qubesd reply: the sim's qubesd_unreachable fault (the socket
     server then refuses connections)."""
+
+
+def _uuid4() -> str:
+    """A random UUID as text (without importing uuid: service start time)."""
+    b = bytearray(os.urandom(16))
+    b[6], b[8] = (b[6] & 0x0F) | 0x40, (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 # --- properties ----------------------------------------------------------
@@ -150,7 +157,7 @@ def prop_value(st: dict[str, Any], name: str, prop: str) -> tuple[bool, Any]:
     if prop == "name":
         return False, name
     if prop == "uuid":
-        return False, q.setdefault("uuid", str(uuidlib.uuid4()))
+        return False, q.setdefault("uuid", _uuid4())
     if prop == "dispid":
         return False, q.get("dispid", 0)
     if prop in _STORED and prop not in q.get("default_props", ()) and prop in q:
@@ -436,7 +443,7 @@ def _new_dispvm(st: dict[str, Any], dvm: str, name: str, dispid: int,
                          "features": {k: v for k, v in tpl["features"].items()
                                       if not k.startswith("preload-dispvm")},
                          "tags": sorted(set(tpl["tags"])), "power_state": "Halted",
-                         "uuid": str(uuidlib.uuid4()), "default_props": [],
+                         "uuid": _uuid4(), "default_props": [],
                          "netvm_set_count": 0}
     for prop in ("label", "netvm", "qrexec_timeout", "provides_network", "management_dispvm"):
         is_default, value = (True, None) if prop not in tpl else prop_value(st, dvm, prop)
