@@ -51,7 +51,7 @@ def base_env() -> dict[str, str]:
     return env
 
 
-def service_env(sim: SimQubes, tmp: Path, arg: str = "") -> dict[str, str]:
+def service_env(sim: SimQubes, tmp: Path, arg: str = "tor") -> dict[str, str]:
     env = base_env()
     env.update(sim.env())
     env.update({"QREXEC_REMOTE_DOMAIN": "anon-whonix",
@@ -71,7 +71,7 @@ def have_qubesadmin() -> bool:
     return importlib.util.find_spec("qubesadmin") is not None
 
 
-def one_open(tmp: Path, arg: str = "", *, real: bool = False, preloads: int = 0
+def one_open(tmp: Path, arg: str = "tor", *, real: bool = False, preloads: int = 0
              ) -> tuple[SimQubes, float, list[tuple[str, str, str]]]:
     """A small open through the real service; (sim, seconds to relay start,
     the Admin API calls seen at the socket when *real*)."""
@@ -96,7 +96,7 @@ def one_open(tmp: Path, arg: str = "", *, real: bool = False, preloads: int = 0
     try:
         t0_ns = time.time_ns()
         t0 = time.monotonic()
-        r = subprocess.run([sys.executable, str(SERVICE)] + ([arg] if arg else []), input=data,
+        r = subprocess.run([sys.executable, str(SERVICE), arg], input=data,
                            capture_output=True, env=env, check=False)
     finally:
         if server is not None:
@@ -114,14 +114,14 @@ def calls_per_open() -> None:
     print("1. Admin API calls per successful open, "
           + ("counted at the qubesd socket with the real qubesadmin" if real else
              "qubesadmin NOT installed (make venv): counted in the simulated backend"))
-    for arg, preloads, target in (("", 0, 14), ("", 3, 12), ("offline", 0, 14),
+    for arg, preloads, target in (("tor", 0, 14), ("tor", 3, 12), ("offline", 0, 14),
                                   ("offline", 3, 14)):
         with tempfile.TemporaryDirectory() as d:
             sim, _, calls = one_open(Path(d), arg, real=real, preloads=preloads)
             if not real:
                 calls = [(c["method"], c["dest"], c["arg"]) for c in sim.calls()]
         counts = collections.Counter(m for m, _, _ in calls)
-        label = f"{arg or 'tor'} with {preloads} preloads ready"
+        label = f"{arg} with {preloads} preloads ready"
         total = sum(counts.values())
         print(f"   {label}: {total} calls (target <= {target})"
               + ("" if total <= target else "  -- TARGET MISSED"))
@@ -241,7 +241,7 @@ def throughput_and_rss(size_mib: int, runs: int) -> None:
             t, n, _ = pipe_through(["cat"], size)
             assert n == size
             cat_s.append(t)
-            t, n, _ = pipe_through([sys.executable, str(SERVICE)], size, env)
+            t, n, _ = pipe_through([sys.executable, str(SERVICE), "tor"], size, env)
             assert n == size, f"service relayed {n} of {size} bytes"
             svc_s.append(t)
         # Each run times cat and the service back to back; the median of the
@@ -253,7 +253,7 @@ def throughput_and_rss(size_mib: int, runs: int) -> None:
               + ("" if ratio >= 0.9 else "  -- TARGET MISSED"))
         print("4. Peak RSS of the service process (target <= 40 MiB, flat)")
         for mib in (16, size_mib):
-            _, n, peak = pipe_through([sys.executable, str(SERVICE)], mib * MiB, env)
+            _, n, peak = pipe_through([sys.executable, str(SERVICE), "tor"], mib * MiB, env)
             assert n == mib * MiB
             print(f"   {mib:4d} MiB stream: {peak / 1024:.1f} MiB"
                   + ("" if peak / 1024 <= 40 else "  -- TARGET MISSED"))

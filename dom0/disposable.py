@@ -20,6 +20,7 @@ import syslog
 from collections.abc import Callable
 
 from whonix_open.contract import Exit
+from whonix_open.dom0 import signals
 from whonix_open.dom0.audit import log_line
 from whonix_open.dom0.backend import (
     Backend,
@@ -64,14 +65,17 @@ def provision(backend: Backend, plan: Plan, session_id: str,
     its first start; verify() starts it. *on_created* is told the name
     CreateDisposable / Create.DispVM produced before anything else happens to
     it (from then on every exit path destroys it)."""
-    try:
-        name = _create(backend, plan)
-    except QubesdUnreachable:
-        raise
-    except BackendError as e:
-        raise Refusal(Exit.DISPOSABLE_FAILED, f"creating a disposable of {plan.dvm} failed: {e}") \
-            from None
-    on_created(name)
+    # A signal while qubesd creates it would leave a disposable whose name
+    # nobody recorded: hold signals until the session record names it.
+    with signals.deferred():
+        try:
+            name = _create(backend, plan)
+        except QubesdUnreachable:
+            raise
+        except BackendError as e:
+            raise Refusal(Exit.DISPOSABLE_FAILED,
+                          f"creating a disposable of {plan.dvm} failed: {e}") from None
+        on_created(name)  # from here on, every exit path destroys it
     try:
         backend.set_feature(name, MARKER_FEATURE, session_id)
         if not plan.fits_dvm:

@@ -65,7 +65,7 @@ def _sets_before_start(sim, name: str) -> dict[str, str]:
     raise AssertionError(f"{name} was never started")
 
 
-@pytest.mark.parametrize("arg, netvm", [("", "sys-whonix"), ("offline", "")])
+@pytest.mark.parametrize("arg, netvm", [("tor", "sys-whonix"), ("offline", "")])
 def test_everything_is_set_before_the_first_start(broker, sim, arg, netvm):
     r = broker.open_file(arg=arg)
     assert r.code == Exit.OK, r.err
@@ -384,12 +384,14 @@ def test_per_qube_limit_is_68_and_frees_up(broker, sim):
 
 
 def test_total_limit_is_68(broker, sim):
-    broker.config.write_text("[limits]\ntotal = 1\n")
-    proc = _hanging_session(broker, sim)
-    r = broker.open_file(caller="personal")
+    broker.config.write_text("[limits]\nper_qube = 1\ntotal = 3\n")
+    procs = [_hanging_session(broker, sim, caller=c) for c in ("anon-whonix", "personal",
+                                                               "vault")]
+    r = broker.open_file(caller="sys-firewall")
     assert r.code == Exit.TOO_MANY
-    proc.send_signal(signal.SIGTERM)
-    finish(proc)
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+        finish(proc)
 
 
 def test_crashed_sessions_do_not_hold_the_limit(broker, sim):

@@ -10,7 +10,7 @@ from whonix_open.contract import Exit
 
 DVM = "whonix-workstation-18-dvm"
 GW2 = "sys-whonix-2"
-PROFILES = {"tor": "", "offline": "offline", "tor-2": "tor-2"}
+PROFILES = {"tor": "tor", "offline": "offline", "tor-2": "tor-2"}
 
 
 @pytest.fixture
