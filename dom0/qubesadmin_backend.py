@@ -76,6 +76,7 @@ class QubesadminBackend:
             if app is None and env.get(QUBESD_SOCKET_ENV):
                 import qubesadmin.app
 
+                # process-wide: QubesLocal and the events reader read it there
                 qubesadmin.config.QUBESD_SOCKET = env[QUBESD_SOCKET_ENV]
                 app = qubesadmin.app.QubesLocal()
             self.app = app if app is not None else qubesadmin.Qubes()
