@@ -47,6 +47,11 @@ def test_selected_only_explicitly(sim: SimQubes, tmp_path) -> None:
         SimBackend.from_env({})
     with pytest.raises(BackendError, match="no simulated Qubes"):
         SimBackend.from_env({"WHONIX_OPEN_SIM_DIR": str(tmp_path / "empty")})
+    with pytest.raises(BackendError, match="unknown WHONIX_OPEN_BACKEND"):
+        iface.connect({"WHONIX_OPEN_BACKEND": "simm"})
+    injected = SimBackend(sim.dir)
+    iface.use_backend("injected", lambda env: injected)  # as a test or tool would
+    assert iface.connect({"WHONIX_OPEN_BACKEND": "injected"}) is injected
 
 
 def test_reads_and_call_log(sim: SimQubes, backend: SimBackend) -> None:
