@@ -94,6 +94,9 @@ class Backend(Protocol):
     def tags(self, name: str) -> frozenset[str]:
         """The qube's tags. admin.vm.tag.List."""
 
+    def add_tag(self, name: str, tag: str) -> None:
+        """admin.vm.tag.Set."""
+
     def create_disposable(self, dvm: str) -> str:
         """admin.vm.CreateDisposable on the DVM template; returns the new
         disposable's name. On R4.3 it may be a preloaded one that is already

@@ -34,6 +34,9 @@ from whonix_open.dom0.errors import Refusal
 from whonix_open.dom0.resolve import Plan
 
 MARKER_FEATURE = "whonix-open-session"
+# Visible to qrexec policy: 70-whonix-open.policy denies a disposable with
+# this tag every service that would open data in another qube (DESIGN.md).
+CONTAINED_TAG = "whonix-open-disposable"
 # Create.DispVM needs a name; a random dispNNNN may be taken: try a few.
 MAX_CREATE_ATTEMPTS = 3
 
@@ -77,6 +80,7 @@ def provision(backend: Backend, plan: Plan, session_id: str,
                           f"creating a disposable of {plan.dvm} failed: {e}") from None
         on_created(name)  # from here on, every exit path destroys it
     try:
+        backend.add_tag(name, CONTAINED_TAG)
         backend.set_feature(name, MARKER_FEATURE, session_id)
         if not plan.fits_dvm:
             backend.set_property(name, "auto_cleanup", "True")

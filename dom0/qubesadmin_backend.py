@@ -216,6 +216,10 @@ class QubesadminBackend:
         with self._translate():
             del self.app.domains[name]
 
+    def add_tag(self, name: str, tag: str) -> None:
+        with self._translate():
+            self._vm(name).tags.add(tag)
+
     def watch_netvm(self, name: str,
                     on_change: Callable[[str | None], None]) -> Callable[[], None]:
         """admin.Events for this qube, in a thread with its own event loop.

@@ -70,17 +70,18 @@ def sweep_stale(backend: Backend, stale: Sequence[sessions.Stale]) -> None:
         sessions.finish_stale(s, left)
 
 
-def owner_of(backend: Backend, caller: QubeInfo) -> str:
-    """The qube a request counts against: the caller, or for a disposable the
-    qube that created it (its `created-by-<qube>` tag, followed up the chain).
-    Disposables that dom0 created for a qrexec `@dispvm` call carry only
-    `created-by-dom0`: they all share one owner."""
+def owner_of(backend: Backend, caller: QubeInfo, tags: frozenset[str]) -> str:
+    """The qube a request counts against: the caller, or for a disposable
+    (whose *tags* are given) the qube that created it (its `created-by-<qube>`
+    tag, followed up the chain). Disposables that dom0 created for a qrexec
+    `@dispvm` call carry only `created-by-dom0`: they all share one owner."""
     info = caller
     for _ in range(MAX_CREATOR_CHAIN):
         if info.klass != "DispVM":
             return info.name
-        creators = [t[len(CREATED_BY):] for t in backend.tags(info.name)
-                    if t.startswith(CREATED_BY)]
+        if info is not caller:
+            tags = backend.tags(info.name)
+        creators = [t[len(CREATED_BY):] for t in tags if t.startswith(CREATED_BY)]
         named = [c for c in creators if c != "dom0" and is_qube_name(c)]
         if len(named) != 1:
             return sessions.SHARED_DISPOSABLES
@@ -91,10 +92,6 @@ def owner_of(backend: Backend, caller: QubeInfo) -> str:
     return sessions.SHARED_DISPOSABLES
 
 
-def _is_our_disposable(backend: Backend, caller: QubeInfo) -> bool:
-    if caller.klass != "DispVM":
-        return False
-    return backend.feature(caller.name, disposable.MARKER_FEATURE) is not None
 
 
 def serve(service: str, argv: Sequence[str], env: Mapping[str, str], audit: AuditRecord, *,
@@ -117,9 +114,10 @@ def serve(service: str, argv: Sequence[str], env: Mapping[str, str], audit: Audi
         caller = backend.info(request.caller)
     except NoSuchQube:
         raise Refusal(Exit.BAD_REQUEST, f"caller {request.caller} does not exist") from None
-    if _is_our_disposable(backend, caller):
+    tags = backend.tags(caller.name) if caller.klass == "DispVM" else frozenset()
+    if disposable.CONTAINED_TAG in tags:
         raise Refusal(Exit.LOOP, f"{caller.name} is itself a disposable of this service")
-    owner = owner_of(backend, caller)
+    owner = owner_of(backend, caller, tags)
 
     session, stale = sessions.open_session(
         sessions.run_dir(env), owner, config.limits,

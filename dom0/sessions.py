@@ -8,8 +8,10 @@ drops the flock when the process dies, however it dies, so:
 - counting live sessions = counting files whose flock is held (a crashed
   service can never leave a limit stuck);
 - a file whose flock can be taken belongs to a dead service: its disposables
-  are stale. The request that takes that flock keeps it while it removes them
-  (service.sweep_stale), so two requests never sweep the same record.
+  are stale. The request that takes that flock renames the file to
+  `<session>.sweep` (not counted as a live session) and keeps the flock while
+  it removes them (service.sweep_stale): two requests never sweep the same
+  record, and a `.sweep` file whose flock is free is stale again.
 
 The *owner* is the qube a session counts against (service.owner_of: a
 disposable counts against the qube that created it). The run-dir-wide lock is
@@ -35,6 +37,7 @@ from whonix_open.dom0.request import is_qube_name
 RUN_DIR_ENV = "WHONIX_OPEN_RUN_DIR"
 DEFAULT_RUN_DIR = "/run/whonix-open"
 SUFFIX = ".session"
+CLAIMED = ".sweep"
 # Owner of every disposable whose creator dom0 cannot name (qrexec's @dispvm
 # disposables are all created-by-dom0): they share one owner's slots.
 SHARED_DISPOSABLES = "@dispvm"
@@ -126,31 +129,37 @@ def _names(value: object) -> list[str]:
 
 def _owner_of_file(entry: str) -> str:
     # <owner>.<pid>.<random>.session: qube names may contain dots, so from the right
-    return entry[: -len(SUFFIX)].rsplit(".", 2)[0]
+    return entry.rsplit(".", 3)[0]
 
 
-def _scan(directory: str) -> tuple[list[Live], list[Stale]]:
-    """(live sessions, dead sessions' records with their flock held)."""
+def _scan(directory: str, claim: bool = True) -> tuple[list[Live], list[Stale]]:
+    """(live sessions, dead sessions' records with their flock held and, with
+    *claim*, renamed to .sweep)."""
     alive: list[Live] = []
     stale: list[Stale] = []
     for entry in sorted(os.listdir(directory)):
-        if not entry.endswith(SUFFIX):
+        session, dot, suffix = entry.rpartition(".")
+        if not dot or f".{suffix}" not in (SUFFIX, CLAIMED):
             continue
         path = os.path.join(directory, entry)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
             continue
-        session = entry[: -len(SUFFIX)]
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:  # a running service, or another request sweeping it
-            alive.append(Live(session, _owner_of_file(entry), read_record(fd)))
+            if entry.endswith(SUFFIX):
+                alive.append(Live(session, _owner_of_file(entry), read_record(fd)))
             os.close(fd)
             continue
         if os.fstat(fd).st_nlink == 0:  # swept and removed since we listed it
             os.close(fd)
             continue
+        if claim and entry.endswith(SUFFIX):  # claim it: no longer counted as a session
+            claimed = os.path.join(directory, session + CLAIMED)
+            os.rename(path, claimed)
+            path = claimed
         record = read_record(fd)
         dvm = record.get("dvm")
         stale.append(Stale(session=session, disposables=_names(record.get("disposables")),
@@ -160,7 +169,7 @@ def _scan(directory: str) -> tuple[list[Live], list[Stale]]:
 
 def scan(directory: str) -> list[Live]:
     """The live sessions (read-only; for the admin tool)."""
-    alive, stale = _scan(directory)
+    alive, stale = _scan(directory, claim=False)
     for s in stale:
         os.close(s.fd)
     return alive

@@ -42,6 +42,7 @@ FEATURE_CHECK = "admin.vm.feature.CheckWithTemplate"
 FEATURE_GET = "admin.vm.feature.Get"
 FEATURE_SET = "admin.vm.feature.Set"
 TAG_LIST = "admin.vm.tag.List"
+TAG_SET = "admin.vm.tag.Set"
 CREATE_DISPOSABLE = "admin.vm.CreateDisposable"
 CREATE_DISPVM = "admin.vm.Create.DispVM"
 PROPERTY_SET = "admin.vm.property.Set"
@@ -131,6 +132,7 @@ class SimBackend:
         return call_logged(self._state, qubesd.Call(method, self._src, dest, arg, payload,
                                                     processes=kill_processes), extra)
 
+
     # --- reads -------------------------------------------------------------
 
     def qube_classes(self) -> dict[str, str]:
@@ -167,6 +169,9 @@ class SimBackend:
 
     def tags(self, name: str) -> frozenset[str]:
         return frozenset(self._call(TAG_LIST, name).split())
+
+    def add_tag(self, name: str, tag: str) -> None:
+        self._call(TAG_SET, name, tag)
 
     def power_state(self, name: str) -> str:
         text = self._call(CURRENT_STATE, name)
@@ -293,6 +298,12 @@ def call_logged(state: SimState, c: qubesd.Call,
     the state lock. Shared by SimBackend and the socket server."""
     failure: BackendError | None = None
     result: Any = None
+    slow = _slow(state, c.method)
+    if slow and slow[0] == "before":  # the call is on its way; qubesd has not run it
+        with state.transaction() as st:
+            st.setdefault("paused", []).append({"method": c.method, "dest": c.dest,
+                                                "pid": os.getpid()})
+        time.sleep(slow[1])
     try:
         with state.transaction() as st:
             if st["faults"].get("qubesd_unreachable"):
@@ -309,6 +320,17 @@ def call_logged(state: SimState, c: qubesd.Call,
                 failure = e
     except StateError as e:
         raise QubesdUnreachable(str(e)) from None
+    if slow and slow[0] == "after":  # qubesd has done it; the answer is on its way
+        time.sleep(slow[1])
     if failure is not None:
         raise failure
     return result
+
+
+def _slow(state: SimState, method: str) -> tuple[str, float] | None:
+    """The slow_call fault ([method, "before"|"after", seconds]) for *method*."""
+    try:
+        slow = state.read()["faults"].get("slow_call")
+    except StateError:
+        return None
+    return (slow[1], slow[2]) if slow and slow[0] == method else None

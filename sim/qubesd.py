@@ -625,6 +625,15 @@ def tag_get(st: dict[str, Any], c: Call) -> str:
     return "1" if c.arg in _qube(st, c.dest)["tags"] else "0"
 
 
+def tag_set(st: dict[str, Any], c: Call) -> None:
+    q = _qube(st, c.dest)
+    if not c.arg or not all(ch.isalnum() or ch in "_-" for ch in c.arg):
+        raise ValueErr("Invalid tag name")
+    if c.arg not in q["tags"]:
+        _add_tags(q, c.arg)
+        fire(st, c.dest, f"domain-tag-add:{c.arg}", tag=c.arg)
+
+
 def _add_tags(q: dict[str, Any], *tags: str) -> None:
     q["tags"] = sorted({*q["tags"], *tags})
 
@@ -748,6 +757,7 @@ METHODS: dict[str, Callable[[dict[str, Any], Call], Any]] = {
     "admin.vm.feature.Set": feature_set,
     "admin.vm.tag.List": tag_list,
     "admin.vm.tag.Get": tag_get,
+    "admin.vm.tag.Set": tag_set,
     "admin.vm.CreateDisposable": create_disposable,
     "admin.vm.Create.DispVM": create_dispvm,
     "admin.vm.Start": start,
