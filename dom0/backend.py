@@ -20,6 +20,7 @@ README, "Admin API calls per open") means the same thing in both backends.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import IO, NamedTuple, Protocol
 
@@ -44,8 +45,9 @@ class NotRunning(BackendError):
 
 
 class QubeInfo(NamedTuple):
-    """The properties the broker needs of one qube, read in one go.
-    klass and power_state are '' when info() was asked without the class."""
+    """The properties the broker needs of one qube, read in one go: one
+    admin.vm.property.GetAll, whose stateless properties `klass` and `xid`
+    give the class and whether it runs (qubes/vm/__init__.py, qubesvm.py)."""
 
     name: str
     klass: str
@@ -58,7 +60,7 @@ class QubeInfo(NamedTuple):
     management_dispvm: str | None = None
     label: str | None = None
     uuid: str | None = None
-    power_state: str = ""
+    xid: int = -1  # qubesd's domain id: -1 = not running (Halted)
 
 
 class Relay(Protocol):
@@ -75,10 +77,9 @@ class Backend(Protocol):
     def qube_classes(self) -> dict[str, str]:
         """All qubes, name -> class. One admin.vm.List on dom0."""
 
-    def info(self, name: str, *, klass: bool = True) -> QubeInfo:
-        """A fresh read of one qube's properties: admin.vm.property.GetAll,
-        plus (klass=True) admin.vm.List on that qube for its class and power
-        state. Raises NoSuchQube."""
+    def info(self, name: str) -> QubeInfo:
+        """A fresh read of one qube's properties, class included: one
+        admin.vm.property.GetAll. Raises NoSuchQube."""
 
     def feature_with_template(self, name: str, key: str) -> str | None:
         """features.check_with_template(key, None): the value on the qube or
@@ -142,6 +143,32 @@ class Backend(Protocol):
     @property
     def calls(self) -> int:
         """How many Admin API calls this backend made so far."""
+
+
+def parse_get_all(text: str) -> dict[str, str]:
+    """admin.vm.property.GetAll's reply (qubes/api/admin.py
+    `_property_get_all`: `NAME default=BOOL type=TYPE VALUE` per line, with
+    backslash and newline escaped) -> name -> value text ('' = None)."""
+    props: dict[str, str] = {}
+    for line in text.splitlines():
+        name, _default, _type, value = [*line.split(" ", 3), "", "", ""][:4]
+        props[name] = re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], value)
+    return props
+
+
+def qube_info(name: str, props: Mapping[str, str]) -> QubeInfo:
+    """QubeInfo from parse_get_all(); a property the qube lacks (`template` of
+    a TemplateVM, ...) reads as its default here."""
+    def opt(key: str) -> str | None:
+        return props.get(key) or None
+    return QubeInfo(
+        name=name, klass=props.get("klass", ""), template=opt("template"),
+        netvm=opt("netvm"), default_dispvm=opt("default_dispvm"),
+        template_for_dispvms=props.get("template_for_dispvms") == "True",
+        auto_cleanup=props.get("auto_cleanup") == "True",
+        qrexec_timeout=int(props.get("qrexec_timeout") or 60),
+        management_dispvm=opt("management_dispvm"), label=opt("label"), uuid=opt("uuid"),
+        xid=int(props.get("xid") or -1))
 
 
 _registered: dict[str, Callable[[Mapping[str, str]], Backend]] = {}

@@ -113,7 +113,7 @@ def verify(backend: Backend, name: str, plan: Plan) -> QubeInfo:
     if info.netvm != plan.gateway:
         raise Refusal(Exit.NETWORK_REFUSED,
                       f"{name} has netvm {info.netvm or 'none'} instead of {plan.network}")
-    if info.power_state == "Halted":
+    if info.xid == -1:  # not running: a fresh one (a preloaded one runs already)
         try:
             backend.start(name)
         except QubesdUnreachable:
@@ -121,8 +121,6 @@ def verify(backend: Backend, name: str, plan: Plan) -> QubeInfo:
         except BackendError as e:
             raise Refusal(Exit.DISPOSABLE_FAILED, f"disposable {name} could not be started: {e}") \
                 from None
-    elif info.power_state != "Running":
-        raise Refusal(Exit.DISPOSABLE_FAILED, f"disposable {name} is {info.power_state}")
     return info
 
 

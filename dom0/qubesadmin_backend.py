@@ -5,15 +5,15 @@ backend is created, never at module import, so the rest of the broker and
 its tests run without it.
 
 Call counts (each method's Admin API calls, as seen at qubesd's socket):
-`app.cache_enabled` makes the first property read of a qube object one
-admin.vm.property.GetAll. The class and power state are read as text
-straight from admin.vm.List / admin.vm.CurrentState through
-`app.qubesd_call`: qubesadmin's own `vm.klass` is one more admin.vm.List per
-object, `get_power_state()` answers "NA" instead of raising for a missing
-qube or a refused call, and iterating `app.domains` asks the class of every
-cached object - for a `dom0` object (reached through guivm/audiovm) with
-admin.vm.List on dom0, which lists every qube and fails qubesadmin's own
-assertion (qubesadmin/vm/__init__.py `klass`).
+Properties, the class and the power state are read as reply text straight
+through `app.qubesd_call` (one admin.vm.property.GetAll per `info()`, whose
+stateless `klass` and `xid` carry class and "running"; one
+admin.vm.CurrentState per `power_state()`): qubesadmin's own `vm.klass` is
+one more admin.vm.List per object, `get_power_state()` answers "NA" instead
+of raising for a missing qube or a refused call, and iterating `app.domains`
+asks the class of every cached object - for a `dom0` object (reached through
+guivm/audiovm) with admin.vm.List on dom0, which lists every qube and fails
+qubesadmin's own assertion (qubesadmin/vm/__init__.py `klass`).
 
 WHONIX_OPEN_QUBESD_SOCKET (tests only; unset on dom0) points qubesadmin's
 QubesLocal at another qubesd socket, WHONIX_OPEN_QREXEC_CLIENT at another
@@ -37,29 +37,14 @@ from whonix_open.dom0.backend import (
     QubeInfo,
     QubesdUnreachable,
     Relay,
+    parse_get_all,
+    qube_info,
 )
 
 WATCH_READY_TIMEOUT = 10.0
 QUBESD_SOCKET_ENV = "WHONIX_OPEN_QUBESD_SOCKET"
 QREXEC_CLIENT_ENV = "WHONIX_OPEN_QREXEC_CLIENT"
 NETVM_EVENTS = ("property-set:netvm", "property-reset:netvm", "property-del:netvm")
-
-
-def _name(value: Any) -> str | None:  # value: a qubesadmin VM or None
-    return None if value is None else str(value)
-
-
-def _prop(vm: Any, name: str, default: Any, unreadable: type[Exception]) -> Any:
-    """A property the qube may lack (`template` of a TemplateVM, ...) reads
-    as *default*. One that could not be read is an error, not a default:
-    qubesadmin's QubesPropertyAccessError is an AttributeError too, and a
-    netvm defaulting to None would read as "offline"."""
-    try:
-        return getattr(vm, name)
-    except unreadable:
-        raise
-    except AttributeError:
-        return default
 
 
 class QubesadminBackend:
@@ -107,10 +92,8 @@ class QubesadminBackend:
     def calls(self) -> int:
         return self._calls
 
-    def _vm(self, name: str, *, fresh: bool = False) -> Any:
+    def _vm(self, name: str) -> Any:
         # get_blind: no admin.vm.List round trip just to build the object.
-        if fresh:  # forget the cached object: no stale properties
-            self.app.domains.clear_cache(invalidate_name=name)
         return self.app.domains.get_blind(name)
 
     def _text(self, dest: str, method: str, arg: str | None = None,
@@ -123,34 +106,11 @@ class QubesadminBackend:
                     for name, fields in map(_list_line, self._text("dom0", "admin.vm.List")
                                             .splitlines())}
 
-    def info(self, name: str, *, klass: bool = True) -> QubeInfo:
-        fields: dict[str, str] = {}
-        if klass:
-            with self._translate():
-                lines = self._text(name, "admin.vm.List").splitlines()
-                if len(lines) != 1 or _list_line(lines[0])[0] != name:
-                    raise ValueError("admin.vm.List")
-                fields = _list_line(lines[0])[1]
+    def info(self, name: str) -> QubeInfo:
         with self._translate():
-            vm = self._vm(name, fresh=True)
-
-            def prop(key: str, default: Any) -> Any:
-                return _prop(vm, key, default, self._exc.QubesPropertyAccessError)
-
-            return QubeInfo(
-                name=name,
-                klass=fields.get("class", ""),
-                template=_name(prop("template", None)),
-                netvm=_name(prop("netvm", None)),
-                default_dispvm=_name(prop("default_dispvm", None)),
-                template_for_dispvms=bool(prop("template_for_dispvms", False)),
-                auto_cleanup=bool(prop("auto_cleanup", False)),
-                qrexec_timeout=int(prop("qrexec_timeout", 60)),
-                management_dispvm=_name(prop("management_dispvm", None)),
-                label=_name(prop("label", None)),
-                uuid=_name(prop("uuid", None)),
-                power_state=fields.get("state", ""),
-            )
+            # The reply text itself: qubesadmin's `vm.klass` would cost an
+            # admin.vm.List more, and `klass` and `xid` are in GetAll.
+            return qube_info(name, parse_get_all(self._text(name, "admin.vm.property.GetAll")))
 
     def feature_with_template(self, name: str, key: str) -> str | None:
         with self._translate():

@@ -39,7 +39,7 @@ def feature_true(value: str | None) -> bool:
 
 def _info(backend: Backend, name: str) -> QubeInfo | None:
     try:
-        return backend.info(name, klass=False)  # a DVM is judged by its properties
+        return backend.info(name)
     except NoSuchQube:
         return None
 

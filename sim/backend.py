@@ -28,6 +28,8 @@ from whonix_open.dom0.backend import (
     BackendError,
     QubeInfo,
     QubesdUnreachable,
+    parse_get_all,
+    qube_info,
 )
 from whonix_open.sim import qubesd
 from whonix_open.sim.state import SIM_DIR_ENV, SimState, StateError
@@ -76,17 +78,6 @@ def parse_list_line(line: str) -> tuple[str, dict[str, str]]:
     """One admin.vm.List line: 'name class=X state=Y uuid=Z'."""
     name, _, rest = line.partition(" ")
     return name, dict(item.split("=", 1) for item in rest.split())
-
-
-def parse_get_all(text: str) -> dict[str, str | None]:
-    """admin.vm.property.GetAll -> name -> value text (None for an empty vm)."""
-    props: dict[str, str | None] = {}
-    for line in text.splitlines():
-        name, _, rest = line.partition(" ")
-        _default, kind, value = [*rest.split(" ", 2), "", ""][:3]
-        value = value.replace("\\n", "\n").replace("\\\\", "\\")
-        props[name] = None if kind == "type=vm" and value == "" else value
-    return props
 
 
 def netvm_value(event: Mapping[str, Any]) -> str | None:
@@ -140,20 +131,8 @@ class SimBackend:
         return {name: fields["class"]
                 for name, fields in map(parse_list_line, text.splitlines())}
 
-    def info(self, name: str, *, klass: bool = True) -> QubeInfo:
-        fields: dict[str, str] = {}
-        if klass:
-            line = self._call(LIST, name)
-            fields = parse_list_line(line.strip())[1]
-        p = parse_get_all(self._call(GET_ALL, name))
-        return QubeInfo(
-            name=name, klass=fields.get("class", ""), template=p.get("template"),
-            netvm=p.get("netvm"), default_dispvm=p.get("default_dispvm"),
-            template_for_dispvms=p.get("template_for_dispvms") == "True",
-            auto_cleanup=p.get("auto_cleanup") == "True",
-            qrexec_timeout=int(p.get("qrexec_timeout") or 60),
-            management_dispvm=p.get("management_dispvm"), label=p.get("label"),
-            uuid=p.get("uuid"), power_state=fields.get("state", ""))
+    def info(self, name: str) -> QubeInfo:
+        return qube_info(name, parse_get_all(self._call(GET_ALL, name)))
 
     def feature_with_template(self, name: str, key: str) -> str | None:
         try:

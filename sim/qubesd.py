@@ -35,7 +35,7 @@ OUTDATED_REFRESH_DELAY = 30.0    # dvmtemplate.on_dvmtemplate_property_changed
 EVENTS_KEPT = 1000
 # dispvm.PRELOAD_OUTDATED_IGNORED_PROPERTIES (the part the sim models)
 PRELOAD_IGNORED = {"default_dispvm", "dispid", "name", "template", "template_for_dispvms",
-                   "uuid", "auto_cleanup", "management_dispvm"}
+                   "uuid", "auto_cleanup", "management_dispvm", "klass", "xid"}
 
 
 class QubesdError(BackendError):
@@ -102,6 +102,8 @@ _ALL = ("AdminVM", "TemplateVM", "AppVM", "DispVM", "StandaloneVM")
 _VMS = ("TemplateVM", "AppVM", "DispVM", "StandaloneVM")
 PROPERTIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "name": ("str", _ALL),
+    "klass": ("str", _ALL),  # stateless properties (qubes.stateless_property):
+    "xid": ("int", _ALL),    # read-only, always default=True
     "uuid": ("str", _ALL),
     "label": ("label", _ALL),
     "default_dispvm": ("vm", _ALL),
@@ -156,6 +158,10 @@ def prop_value(st: dict[str, Any], name: str, prop: str) -> tuple[bool, Any]:
         raise NoSuchProperty(f"Invalid property '{prop}' of {name}")
     if prop == "name":
         return False, name
+    if prop == "klass":
+        return True, _klass(q)
+    if prop == "xid":  # qubesvm.xid: the libvirt domain id, -1 when not running
+        return True, -1 if q["power_state"] == "Halted" else 10 + q.get("dispid", 0)
     if prop == "uuid":
         return False, q.setdefault("uuid", _uuid4())
     if prop == "dispid":

@@ -12,23 +12,23 @@ from whonix_open.contract import Exit
 
 # The README's table, in order: (method, destination) per step.
 TOR = [
-    ("admin.vm.List", "caller"),                       # caller's class (loop guard)
-    ("admin.vm.property.GetAll", "caller"),            # its default_dispvm
+    ("admin.vm.property.GetAll", "caller"),            # class (loop guard), default_dispvm
     ("admin.vm.property.GetAll", DVM),                 # template_for_dispvms, netvm, label
     ("admin.vm.feature.CheckWithTemplate", DVM),       # whonix-ws
     ("admin.vm.feature.CheckWithTemplate", "sys-whonix"),  # whonix-gw
     ("admin.vm.CreateDisposable", DVM),
+    ("admin.vm.tag.Set", "disp"),                      # contained (policy)
     ("admin.vm.feature.Set", "disp"),                  # session marker
     ("admin.vm.property.Set", "disp"),                 # default_dispvm none
     ("admin.Events", "disp"),                          # netvm watchdog
-    ("admin.vm.List", "disp"),                         # verify: class, power state
-    ("admin.vm.property.GetAll", "disp"),              # verify: properties
+    ("admin.vm.property.GetAll", "disp"),              # read back, running?
     ("admin.vm.Start", "disp"),                        # only if it is not preloaded
     ("admin.vm.Kill", "disp"),
 ]
 OFFLINE = [
-    *TOR[:4],
+    *TOR[:3],
     ("admin.vm.Create.DispVM", "dom0"),
+    ("admin.vm.tag.Set", "disp"),
     ("admin.vm.feature.Set", "disp"),
     ("admin.vm.property.Set", "disp"),                 # auto_cleanup True
     ("admin.vm.property.Set", "disp"),                 # netvm none
