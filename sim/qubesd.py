@@ -680,6 +680,8 @@ def create_dispvm(st: dict[str, Any], c: Call) -> None:
         raise ProtocolError("Invalid payload") from None
     if set(params) != {"name", "label"}:
         raise ProtocolError("Creation requested without key: name/label")
+    if st["faults"].get("create_fails"):
+        raise QubesdError("Create.DispVM failed (simulated)")
     name = params["name"]
     if not name[:1].isalpha() or name in ("none", "default"):
         raise ValueErr("VM name contains illegal characters")

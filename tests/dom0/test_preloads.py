@@ -122,3 +122,19 @@ def test_a_caller_whose_default_dispvm_is_not_whonix_opens(broker, sim, profile)
     assert r.code == Exit.OK, r.err
     assert _relayed(sim)["netvm"] == (None if profile == "offline" else "sys-whonix")
     assert f"dvm={DVM}" in r.err
+
+
+@pytest.mark.parametrize("fault, value", [("create_fails", True), ("start_fails", True)])
+@pytest.mark.parametrize("keeps", [True, False])
+def test_create_dispvm_failures_leave_nothing(broker, sim, preloading, fault, value, keeps):
+    """Create.DispVM (offline from a networked DVM): a refused create is tried
+    at most three times; a DispVM that would not start is removed (it had
+    auto_cleanup set, but a failed start need not remove it)."""
+    ready = preloading(2)
+    sim.set_fault(fault, value)
+    sim.set_fault("start_fails_keeps_qube", keeps)
+    r = broker.open_file(arg="offline")
+    assert r.code == Exit.DISPOSABLE_FAILED, r.err
+    creates = [c for c in sim.calls() if c["method"] == "admin.vm.Create.DispVM"]
+    assert 1 <= len(creates) <= 3
+    assert sim.disposables() == sorted(ready) and sim.preloads(DVM) == ready
