@@ -139,7 +139,10 @@ def _default(st: dict[str, Any], name: str, q: dict[str, Any], prop: str) -> Any
     glob = st.get("globals", {})
     if prop == "default_dispvm":  # a DispVM's defaults to its template (dispvm.py)
         return q.get("template") if q["klass"] == "DispVM" else glob.get("default_dispvm")
-    if prop == "management_dispvm":
+    if prop == "management_dispvm":  # qubesvm: _default_with_template, then global
+        tpl = q.get("template")
+        if tpl in st["qubes"] and _has(st["qubes"][tpl], prop):
+            return prop_value(st, tpl, prop)[1]
         return glob.get("management_dispvm")
     if prop == "netvm":
         return None if q.get("provides_network") else glob.get("default_netvm")
