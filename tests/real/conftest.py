@@ -9,7 +9,7 @@ commits). Without them every test here FAILS, naming what to install."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +22,17 @@ from whonix_open.sim.qubesd_server import QubesdServer
 REPO, Broker = dom0.REPO, dom0.Broker
 sim = dom0.sim  # the same simulated Qubes fixture
 
-MISSING = [m for m in ("qubesadmin", "qrexec") if importlib.util.find_spec(m) is None]
+def _missing() -> list[str]:
+    missing = []
+    for module in ("qubesadmin", "qrexec"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    return missing
+
+
+MISSING = _missing()
 INSTALL = ("the real-library tests need the Qubes packages qubesadmin and qrexec: run "
            "`make venv` (it installs ../shared/upstream/qubesadmin-*.whl and qrexec-*.whl, "
            "or builds them from QubesOS/qubes-core-admin-client and qubes-core-qrexec), or "
