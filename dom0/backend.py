@@ -175,8 +175,8 @@ _registered: dict[str, Callable[[Mapping[str, str]], Backend]] = {}
 
 
 def use_backend(choice: str, factory: Callable[[Mapping[str, str]], Backend]) -> None:
-    """Register a backend that WHONIX_OPEN_BACKEND=*choice* selects (the
-    simulation does this from its own entry points)."""
+    """Inject a backend that WHONIX_OPEN_BACKEND=*choice* selects in this
+    process (a test or a tool that runs the broker in-process)."""
     _registered[choice] = factory
 
 
