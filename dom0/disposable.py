@@ -37,12 +37,15 @@ MARKER_FEATURE = "whonix-open-session"
 # Visible to qrexec policy: 70-whonix-open.policy denies a disposable with
 # this tag every service that would open data in another qube (DESIGN.md).
 CONTAINED_TAG = "whonix-open-disposable"
-# Create.DispVM needs a name; a random dispNNNN may be taken: try a few.
+# Create.DispVM needs a name. Not dispNNNN: qubesd names its own disposables
+# "disp" + a dispid it picks among unused dispids, not unused names, so ours
+# could make someone's CreateDisposable fail. A random one may be taken: retry.
+NAME_PREFIX = "whonix-open-disp"
 MAX_CREATE_ATTEMPTS = 3
 
 
 def _new_name() -> str:
-    return f"disp{int.from_bytes(os.urandom(4), 'little') % 9999 + 1}"
+    return f"{NAME_PREFIX}{int.from_bytes(os.urandom(4), 'little') % 9999 + 1}"
 
 
 def _create(backend: Backend, plan: Plan) -> str:

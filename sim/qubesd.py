@@ -438,6 +438,15 @@ def _unused_disp_name(qubes: dict[str, Any]) -> tuple[str, int]:
     return f"disp{dispid}", dispid
 
 
+def _unused_dispid(qubes: dict[str, Any]) -> int:
+    """app.get_new_unused_dispid: unused among dispids (not names)."""
+    used = {q.get("dispid") for q in qubes.values()}
+    while True:
+        dispid = int.from_bytes(os.urandom(4), "little") % 9999 + 1
+        if dispid not in used:
+            return dispid
+
+
 def _new_dispvm(st: dict[str, Any], dvm: str, name: str, dispid: int,
                 auto_cleanup: bool) -> dict[str, Any]:
     """DispVM.__init__ with a template: explicitly set properties of the DVM
@@ -691,8 +700,7 @@ def create_dispvm(st: dict[str, Any], c: Call) -> None:
     if name in st["qubes"]:
         raise AlreadyExists(f"Qube already exists: {name}")
     _qube(st, c.arg)
-    dispid = int(name[4:]) if name.startswith("disp") and name[4:].isdigit() else 0
-    q = _new_dispvm(st, c.arg, name, dispid, auto_cleanup=False)
+    q = _new_dispvm(st, c.arg, name, _unused_dispid(st["qubes"]), auto_cleanup=False)
     q["label"] = params["label"]
     q["default_props"] = [p for p in q["default_props"] if p != "label"]
     _add_tags(q, f"created-by-{c.src}")
