@@ -138,3 +138,21 @@ def test_create_dispvm_failures_leave_nothing(broker, sim, preloading, fault, va
     creates = [c for c in sim.calls() if c["method"] == "admin.vm.Create.DispVM"]
     assert 1 <= len(creates) <= 3
     assert sim.disposables() == sorted(ready) and sim.preloads(DVM) == ready
+
+
+def test_a_taken_create_dispvm_name_is_retried(sim, monkeypatch):
+    """Create.DispVM needs a name of our own; a taken one is tried again
+    (narrow seam: the random name)."""
+    from whonix_open.dom0 import disposable
+    from whonix_open.dom0.resolve import Plan
+    from whonix_open.sim.backend import SimBackend
+
+    sim.add_qube("whonix-open-disp7", klass="AppVM", template="debian-13")
+    names = iter(["whonix-open-disp7", "whonix-open-disp8"])
+    monkeypatch.setattr(disposable, "_new_name", lambda: next(names))
+    created = []
+    plan = Plan(profile="offline", dvm=DVM, gateway=None)
+    name = disposable.provision(SimBackend(sim.dir), plan, "s1", created.append)
+    assert name == created[0] == "whonix-open-disp8"
+    assert sim.qube("whonix-open-disp7")["klass"] == "AppVM"  # the other one untouched
+    assert sim.qube(name)["netvm"] is None and sim.qube(name)["auto_cleanup"] is True
