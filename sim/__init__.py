@@ -2,7 +2,8 @@
 
 state.py      the shared state file (flock + atomic replace)
 scenario.py   scenario files (TOML/JSON) -> validated qubes and fault knobs
-qubesd.py     the model of qubesd: Admin API methods on that state (R4.3 preloads)
+qubesd.py     the model of qubesd: Admin API methods on that state, over
+qubes_objects.py (properties, events, power) and preloads.py (R4.3 queue)
 backend.py    SimBackend: dom0/backend.py's Backend, calling the model directly
 qubesd_server.py  the same model on a Unix socket for the real qubesadmin
 dom0_qrexec_client.py + bin/qrexec-client  dom0's qrexec-client stand-in
