@@ -31,5 +31,10 @@ setup(
         "console_scripts": [
             "whonix-open = whonix_open.vm.cli:main",
         ],
+        # The simulated Qubes offers itself to dom0/backend.py connect();
+        # install-dom0 ships neither the package nor this entry point.
+        "whonix_open.backends": [
+            "sim = whonix_open.sim.backend:SimBackend.from_env",
+        ],
     },
 )
