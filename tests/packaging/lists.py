@@ -24,11 +24,15 @@ DOM0_FILES = {
     "/etc/whonix-open/profiles.toml": 0o644,
     "/usr/lib/tmpfiles.d/whonix-open.conf": 0o644,
 }
-# >>> dom0 commands (whonix-open-admin, issue 10): expected when the tree has it.
+# >>> dom0 commands and units (whonix-open-admin and its reap timer, issue 10):
+# expected when the tree has them (the RPM spec's marked spot lists the same).
 DOM0_COMMANDS = ("whonix-open-admin",)
+DOM0_UNITS = ("whonix-open-reap.service", "whonix-open-reap.timer")
 DOM0_FILES.update({f"/usr/bin/{c}": 0o755 for c in DOM0_COMMANDS
                    if (REPO / "packaging" / c).exists()})
-# <<< dom0 commands
+DOM0_FILES.update({f"/usr/lib/systemd/system/{u}": 0o644 for u in DOM0_UNITS
+                   if (REPO / "packaging" / u).exists()})
+# <<< dom0 commands and units
 # RPM config markings: c = %config, n = noreplace
 DOM0_CONFIG = {
     "/etc/qubes/policy.d/70-whonix-open.policy": "c",
