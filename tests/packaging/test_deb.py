@@ -109,6 +109,14 @@ def installed(package: str) -> bool:
     return "installed" in r.stdout.split()
 
 
+def version(package: str) -> str:
+    return subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True,
+                          text=True, check=False).stdout
+
+
+STAND_IN_VERSION = "0~whonix-open-test"
+
+
 def snapshot(paths: list[str]) -> dict[str, bytes | None]:
     """Content of every file under *paths* (None for a directory)."""
     found: dict[str, bytes | None] = {}
@@ -127,7 +135,7 @@ def qrexec_stand_in_package(tmp: Path) -> Path:
     root = tmp / "qubes-core-qrexec"
     (root / "DEBIAN").mkdir(parents=True)
     (root / "DEBIAN/control").write_text(
-        "Package: qubes-core-qrexec\nVersion: 0~whonix-open-test\nArchitecture: all\n"
+        f"Package: qubes-core-qrexec\nVersion: {STAND_IN_VERSION}\nArchitecture: all\n"
         "Maintainer: whonix-open tests <tests@example.org>\n"
         "Description: empty stand-in for the whonix-open package tests\n")
     out = tmp / "qubes-core-qrexec.deb"
@@ -149,14 +157,17 @@ def on_this_machine(built: Path, tmp_path_factory):
     if SUDO:
         assert subprocess.run(["sudo", "-n", "true"], check=False).returncode == 0, \
             "the install tests need root (CI runs as root) or passwordless sudo"
-    assert not installed("whonix-open"), "whonix-open is installed here: not touching it"
+    assert not installed("whonix-open"), (
+        "whonix-open is installed on this machine: not touching it (if a killed test run "
+        "left it: dpkg --purge whonix-open qubes-core-qrexec)")
     for dep in ("python3-xdg",):
         assert installed(dep), f"{dep} missing: run .ci/install-system-deps"
     tmp = tmp_path_factory.mktemp("dpkg")
     before = snapshot(WATCHED)
-    stand_in = not installed("qubes-core-qrexec")
+    stand_in = not installed("qubes-core-qrexec") or \
+        version("qubes-core-qrexec") == STAND_IN_VERSION
     try:
-        if stand_in:
+        if stand_in and not installed("qubes-core-qrexec"):
             dpkg("-i", str(qrexec_stand_in_package(tmp)))
         listed_before = set(Path("/var/lib/dpkg/info").iterdir())
         dpkg("-i", str(deb_of(built)))
