@@ -79,6 +79,12 @@ class Backend(Protocol):
     def set_feature(self, name: str, key: str, value: str) -> None:
         """admin.vm.feature.Set."""
 
+    def tags(self, name: str) -> frozenset[str]:
+        """The qube's tags. admin.vm.tag.List."""
+
+    def add_tag(self, name: str, tag: str) -> None:
+        """admin.vm.tag.Set."""
+
     def create_disposable(self, dvm: str) -> str:
         """admin.vm.CreateDisposable on the DVM template; returns the new
         disposable's name. It may be a preloaded one that is already running."""
@@ -105,10 +111,13 @@ class Backend(Protocol):
         """admin.vm.Remove (only for a halted disposable that auto_cleanup did
         not remove, e.g. after a failed start)."""
 
-    def watch_netvm(self, name: str, on_change: Callable[[], None]) -> Callable[[], None]:
+    def watch_netvm(self, name: str,
+                    on_change: Callable[[str | None], None]) -> Callable[[], None]:
         """Call *on_change* (from any thread) whenever the qube's netvm is set
         or reset, and also if watching itself breaks (the broker then cannot
-        vouch for the network path). Returns a function that stops watching."""
+        vouch for the network path). Its argument is the netvm the event
+        names ('' for none), or None when that is not known (a reset, a
+        deletion, a broken watch). Returns a function that stops watching."""
 
     @property
     def calls(self) -> int:

@@ -4,8 +4,10 @@
     default_profile = "tor"          # optional
 
     [limits]                         # optional
-    per_qube = 3                     # open disposables per calling qube
-    total = 10                       # open disposables in all
+    per_qube = 3                     # open disposables per qube (its disposables included)
+    total = 10                       # open disposables in all; more than 2 x per_qube
+    max_session_minutes = 480        # then dom0 kills the disposable (exit 74)
+    caller_wait_seconds = 30         # for the caller's first byte (else exit 75)
 
     [profiles.tor-2]                 # a new profile
     network = "tor"                  # "tor" or "offline"; required for new ones
@@ -53,6 +55,8 @@ class Profile(NamedTuple):
 class Limits(NamedTuple):
     per_qube: int = 3
     total: int = 10
+    max_session_minutes: int = 480
+    caller_wait_seconds: int = 30
 
 
 class Config(NamedTuple):
@@ -81,10 +85,16 @@ def _qube_name(value: object, where: str) -> str:
     return value
 
 
-def _limit(value: object, where: str) -> int:
+# key: (lowest, highest) allowed value
+LIMIT_RANGES = {"per_qube": (1, 1000), "total": (3, 1000),
+                "max_session_minutes": (1, 10080), "caller_wait_seconds": (1, 300)}
+
+
+def _limit(value: object, key: str) -> int:
+    low, high = LIMIT_RANGES[key]
     # bool is an int in Python; a limit of `true` is a mistake, not 1.
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
-        raise ConfigError(f"{where}: must be a whole number from 1 to 1000")
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"limits.{key}: must be a whole number from {low} to {high}")
     return value
 
 
@@ -126,11 +136,14 @@ def parse_config(data: Mapping) -> Config:
     limits_table = data.get("limits", {})
     if not isinstance(limits_table, dict):
         raise ConfigError("limits: must be a table")
-    _check_keys(limits_table, {"per_qube", "total"}, "limits")
-    limits = Limits(
-        per_qube=_limit(limits_table.get("per_qube", Limits().per_qube), "limits.per_qube"),
-        total=_limit(limits_table.get("total", Limits().total), "limits.total"),
-    )
+    _check_keys(limits_table, set(LIMIT_RANGES), "limits")
+    limits = Limits(**{key: _limit(limits_table.get(key, getattr(Limits(), key)), key)
+                       for key in LIMIT_RANGES})
+    # A qube's own sessions and those of the disposables that share one owner
+    # (sessions.SHARED_DISPOSABLES) must never fill every slot.
+    if 2 * limits.per_qube >= limits.total:
+        raise ConfigError("limits: total must be more than twice per_qube, so that no "
+                          "qube together with disposables can take every slot")
     return Config(profiles=profiles, default_profile=default, limits=limits)
 
 

@@ -14,6 +14,7 @@ import syslog
 from collections.abc import Callable
 
 from whonix_open.contract import Exit
+from whonix_open.dom0 import signals
 from whonix_open.dom0.audit import log_line
 from whonix_open.dom0.backend import (
     Backend,
@@ -27,6 +28,9 @@ from whonix_open.dom0.errors import Refusal
 from whonix_open.dom0.resolve import Plan
 
 MARKER_FEATURE = "whonix-open-session"
+# Visible to qrexec policy: 70-whonix-open.policy denies a disposable with
+# this tag every service that would open data in another qube (DESIGN.md).
+CONTAINED_TAG = "whonix-open-disposable"
 # CreateDisposable may keep handing out preloaded disposables; don't loop forever.
 MAX_CREATE_ATTEMPTS = 3
 
@@ -35,16 +39,20 @@ def _create_one(backend: Backend, plan: Plan, session_id: str,
                 on_created: Callable[[str], None]) -> str | None:
     """A disposable with the plan's netvm, started; None if a preloaded one
     had to be thrown away."""
-    try:
-        name = backend.create_disposable(plan.dvm)
-    except QubesdUnreachable:
-        raise
-    except BackendError as e:
-        raise Refusal(Exit.DISPOSABLE_FAILED, f"CreateDisposable on {plan.dvm} failed: {e}") \
-            from None
-    on_created(name)  # from here on, every exit path destroys it
+    # A signal while qubesd creates it would leave a disposable whose name
+    # nobody recorded: hold signals until the session record names it.
+    with signals.deferred():
+        try:
+            name = backend.create_disposable(plan.dvm)
+        except QubesdUnreachable:
+            raise
+        except BackendError as e:
+            raise Refusal(Exit.DISPOSABLE_FAILED,
+                          f"CreateDisposable on {plan.dvm} failed: {e}") from None
+        on_created(name)  # from here on, every exit path destroys it
     try:
         running = backend.power_state(name) != "Halted"
+        backend.add_tag(name, CONTAINED_TAG)
         backend.set_feature(name, MARKER_FEATURE, session_id)
         if running:
             # A preloaded disposable booted with the DVM template's netvm.

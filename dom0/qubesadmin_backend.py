@@ -168,7 +168,16 @@ class QubesadminBackend:
         with self._translate():
             del self.app.domains[name]
 
-    def watch_netvm(self, name: str, on_change: Callable[[], None]) -> Callable[[], None]:
+    def tags(self, name: str) -> frozenset[str]:
+        with self._translate():
+            return frozenset(self._vm(name).tags)
+
+    def add_tag(self, name: str, tag: str) -> None:
+        with self._translate():
+            self._vm(name).tags.add(tag)
+
+    def watch_netvm(self, name: str,
+                    on_change: Callable[[str | None], None]) -> Callable[[], None]:
         """admin.Events for this qube, in a thread with its own event loop.
         Ready once qubesd's `connection-established` arrives; if the stream
         ends or fails before stop(), that too is reported as a change."""
@@ -181,12 +190,13 @@ class QubesadminBackend:
         loop = asyncio.new_event_loop()
         dispatcher = qubesadmin.events.EventsDispatcher(self.app)
 
-        def handler(subject: Any, event: str, **_kwargs: Any) -> None:
+        def handler(subject: Any, event: str, **kwargs: Any) -> None:
             if event == "connection-established":  # qubesd sends it first
                 came_up.append(True)
                 settled.set()
             elif str(subject) == name:
-                on_change()
+                value = kwargs.get("newvalue") if event == "property-set:netvm" else None
+                on_change(value if isinstance(value, str) else None)
 
         for event in (*NETVM_EVENTS, "connection-established"):
             dispatcher.add_handler(event, handler)
@@ -199,7 +209,7 @@ class QubesadminBackend:
             with contextlib.suppress(BaseException):
                 loop.run_until_complete(task[0])
             if not stopped.is_set():
-                on_change()  # the watch broke: nobody can vouch for the netvm now
+                on_change(None)  # the watch broke: nobody can vouch for the netvm now
             settled.set()
 
         thread = threading.Thread(target=run, name=f"netvm-watch-{name}", daemon=True)

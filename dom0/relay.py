@@ -8,7 +8,12 @@ caller). This process only waits for one of:
 - the call ends (the viewer was closed)            -> OK, or DISPOSABLE_FAILED
 - the netvm watcher fires (set, reset, or broken)  -> NETVM_CHANGED
 - the caller hangs up                                -> INTERNAL, "caller went away"
+- the session's lifetime ends                        -> SESSION_EXPIRED
 - a signal (handled by the service: it raises)
+
+Before any disposable exists, `wait_for_caller` waits (poll, never read) for
+the caller's stream: qrexec-daemon starts a dom0 service before the caller's
+data connection is there, and one that never comes must cost no disposable.
 
 A dom0 service's stdout is a socketpair end held by dom0's qrexec-client
 (libqrexec exec.c do_fork_exec). When the caller's connection goes away,
@@ -20,11 +25,14 @@ every PROBE_INTERVAL_MS (EPIPE = gone). A pipe (tests) reports POLLERR.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import select
 import signal
 import stat
 import subprocess
+import termios
+import time
 
 from whonix_open.contract import Exit
 from whonix_open.dom0.backend import Backend, Relay
@@ -57,6 +65,24 @@ class NetvmAlarm:
                 os.close(fd)
 
 
+def wait_for_caller(fd: int, timeout: float) -> None:
+    """Return once the caller's stream has data; Refusal(CALLER_SILENT) if it
+    ends first or nothing comes within *timeout* seconds. Nothing is read:
+    FIONREAD tells data from end-of-file."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    ready = poller.poll(int(timeout * 1000))
+    if not ready:
+        raise Refusal(Exit.CALLER_SILENT, f"the caller sent nothing within {timeout:g} s")
+    pending = bytearray(4)
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, pending)
+    except OSError:
+        pending = bytearray(4)
+    if int.from_bytes(pending, "little") == 0:
+        raise Refusal(Exit.CALLER_SILENT, "the caller hung up before sending anything")
+
+
 def _stop(proc: Relay) -> None:
     if proc.poll() is not None:
         return
@@ -71,8 +97,9 @@ def _stop(proc: Relay) -> None:
 
 
 def relay(backend: Backend, name: str, alarm: NetvmAlarm, *, view_only: bool,
-          caller_in: int, caller_out: int, connect_timeout: int) -> Exit:
-    """Run qubes.OpenInVM in *name* on the caller's descriptors until it ends."""
+          caller_in: int, caller_out: int, connect_timeout: int, deadline: float) -> Exit:
+    """Run qubes.OpenInVM in *name* on the caller's descriptors until it ends
+    (or until *deadline*, a time.monotonic() value)."""
     if alarm.fired():
         raise Refusal(Exit.NETVM_CHANGED, f"netvm of {name} changed before the file was sent")
     out = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC) if view_only else caller_out
@@ -83,7 +110,7 @@ def relay(backend: Backend, name: str, alarm: NetvmAlarm, *, view_only: bool,
         if view_only:
             os.close(out)
     try:
-        return _supervise(proc, name, alarm, caller_out)
+        return _supervise(proc, name, alarm, caller_out, deadline)
     finally:
         _stop(proc)
 
@@ -117,7 +144,8 @@ class _HangupProbe:
             self.sock.close()
 
 
-def _supervise(proc: Relay, name: str, alarm: NetvmAlarm, caller_out: int) -> Exit:
+def _supervise(proc: Relay, name: str, alarm: NetvmAlarm, caller_out: int,
+               deadline: float) -> Exit:
     pidfd = os.pidfd_open(proc.pid)
     probe = _HangupProbe(caller_out)
     try:
@@ -126,7 +154,11 @@ def _supervise(proc: Relay, name: str, alarm: NetvmAlarm, caller_out: int) -> Ex
         poller.register(alarm.read_fd, select.POLLIN)
         poller.register(caller_out, 0)  # mask 0: only errors/hangups are reported
         while True:
-            ready = dict(poller.poll(PROBE_INTERVAL_MS))
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                raise Refusal(Exit.SESSION_EXPIRED,
+                              f"{name} reached the session's maximum lifetime")
+            ready = dict(poller.poll(min(PROBE_INTERVAL_MS, left_ms)))
             if alarm.read_fd in ready and alarm.fired():
                 raise Refusal(Exit.NETVM_CHANGED,
                               f"netvm of {name} was changed (or could no longer be "

@@ -21,7 +21,7 @@ QUBE_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,30}")
 
 class Request(NamedTuple):
     caller: str
-    profile: str | None  # None: the configured default profile
+    profile: str | None  # None only for a service that takes no argument
 
 
 def is_qube_name(text: str | None) -> bool:
@@ -31,7 +31,12 @@ def is_qube_name(text: str | None) -> bool:
 
 def parse_request(service: str, argv: Sequence[str], env: Mapping[str, str], *,
                   allow_profile: bool = True) -> Request:
-    """The validated request, or Refusal(BAD_REQUEST). *argv* excludes argv[0]."""
+    """The validated request, or Refusal(BAD_REQUEST). *argv* excludes argv[0].
+
+    With *allow_profile* the argument must name the profile: an empty one is
+    refused rather than read as the default profile, so that a policy rule
+    about `+tor` cannot be passed by with `+` (a rule can only match the
+    spelling it names). Without it the argument must be empty."""
     caller = env.get("QREXEC_REMOTE_DOMAIN")
     if not is_qube_name(caller):
         raise Refusal(Exit.BAD_REQUEST, "QREXEC_REMOTE_DOMAIN missing or malformed")
@@ -55,9 +60,13 @@ def parse_request(service: str, argv: Sequence[str], env: Mapping[str, str], *,
         raise Refusal(Exit.BAD_REQUEST, "the copies of the service argument disagree")
 
     argument = copies[0]
-    if argument == "":
+    if not allow_profile:
+        if argument:
+            raise Refusal(Exit.BAD_REQUEST, "this service takes no argument")
         return Request(caller=caller, profile=None)
-    if not allow_profile or not is_profile_name(argument):
+    if argument == "":
+        raise Refusal(Exit.BAD_REQUEST, "no profile named (the argument must be the profile)")
+    if not is_profile_name(argument):
         # Not echoed: the log must not carry caller-chosen text.
         raise Refusal(Exit.BAD_REQUEST, "malformed service argument")
     return Request(caller=caller, profile=argument)

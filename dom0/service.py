@@ -1,10 +1,12 @@
 """whonix.OpenInDisposable / whonix.ViewInDisposable: the broker, step by step.
 
     validate the request (64)  ->  load the profiles (66, unknown profile 64)
-    -> take a session slot (68)  ->  connect to qubesd (73)
-    -> remove what dead sessions left  ->  check the caller (64, loop 72)
-    -> choose DVM template and gateway (66)  ->  create, set netvm, start (69)
-    -> watch the netvm, verify everything (70, 67)  ->  relay (71, 69)
+    -> wait for the caller's first byte, never reading it (75)
+    -> connect to qubesd (73)  ->  check the caller (64, loop 72)
+    -> take a session slot counted against the caller's owner (68)
+    -> remove what dead sessions left  ->  choose DVM template and gateway (66)
+    -> create, set netvm, start (69)  ->  watch the netvm, verify (70, 67)
+    -> relay until the viewer closes (71, 69, lifetime 74)
     -> kill the disposable, always.
 
 Every refusal before "create" costs no disposable; every path after it runs
@@ -15,66 +17,81 @@ file still names the disposable and the next request removes it.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
 import syslog
+import time
 from collections.abc import Mapping, Sequence
 
 from whonix_open.contract import SERVICE_OPEN, SERVICE_VIEW, Exit
-from whonix_open.dom0 import disposable, sessions
+from whonix_open.dom0 import disposable, sessions, signals
 from whonix_open.dom0.audit import AuditRecord, log_line
-from whonix_open.dom0.backend import Backend, BackendError, NoSuchQube, connect
+from whonix_open.dom0.backend import Backend, BackendError, NoSuchQube, QubeInfo, connect
 from whonix_open.dom0.config import ConfigError, load_config
 from whonix_open.dom0.errors import Refusal
-from whonix_open.dom0.relay import NetvmAlarm, relay
-from whonix_open.dom0.request import parse_request
+from whonix_open.dom0.relay import NetvmAlarm, relay, wait_for_caller
+from whonix_open.dom0.request import is_qube_name, parse_request
 from whonix_open.dom0.resolve import make_plan
+from whonix_open.dom0.signals import Terminated
 
-SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-
-
-class Terminated(BaseException):
-    """A signal asked us to stop (BaseException: no `except Exception` eats it)."""
+CREATED_BY = "created-by-"
+MAX_CREATOR_CHAIN = 4  # disposables created by disposables created by ...
 
 
-def _on_signal(signum: int, _frame: object) -> None:
-    # Only the first signal interrupts; later ones must not cut the cleanup.
-    for s in SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
-    raise Terminated(signum)
+def _is_left_by(backend: Backend, name: str, stale: sessions.Stale) -> bool:
+    """Whether *name* is the disposable that dead session created. Its marker
+    says so; a disposable without one (the session died between recording
+    and marking it) must still be a DispVM of the recorded DVM template that
+    dom0 created - never just any qube that now has that name."""
+    try:
+        marker = backend.feature(name, disposable.MARKER_FEATURE)
+        if marker is not None:
+            return marker == stale.session
+        info = backend.info(name)
+        return (info.klass == "DispVM" and stale.dvm is not None
+                and info.template == stale.dvm and "created-by-dom0" in backend.tags(name))
+    except NoSuchQube:
+        return False
 
 
 def sweep_stale(backend: Backend, stale: Sequence[sessions.Stale]) -> None:
-    """Destroy disposables of dead sessions - only those that still carry that
-    session's marker (a recycled dispNNNN name must never be killed)."""
+    """Destroy disposables of dead sessions (each record is ours alone: its
+    flock is held); keep the record of what could not be removed."""
     for s in stale:
         left = []
-        for name in s.disposables:
-            try:
-                mine = backend.feature(name, disposable.MARKER_FEATURE) == s.session
-            except NoSuchQube:
-                mine = False
-            if mine:
-                log_line(f"removing {name}, left behind by dead session {s.session}")
-                if not disposable.destroy(backend, name):
-                    left.append(name)
-        if left:  # keep the record of what could not be removed; retry next time
-            fd = os.open(s.path, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                sessions.write_record(fd, left)
-            finally:
-                os.close(fd)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(s.path)
+        try:
+            for name in s.disposables:
+                if _is_left_by(backend, name, s):
+                    log_line(f"removing {name}, left behind by dead session {s.session}")
+                    if not disposable.destroy(backend, name):
+                        left.append(name)
+        except BackendError:
+            left = s.disposables  # try again next time
+        sessions.finish_stale(s, left)
 
 
-def _is_our_disposable(backend: Backend, caller_klass: str, caller: str) -> bool:
-    if caller_klass != "DispVM":
-        return False
-    return backend.feature(caller, disposable.MARKER_FEATURE) is not None
+def owner_of(backend: Backend, caller: QubeInfo, tags: frozenset[str]) -> str:
+    """The qube a request counts against: the caller, or for a disposable
+    (whose *tags* are given) the qube that created it (its `created-by-<qube>`
+    tag, followed up the chain). Disposables that dom0 created for a qrexec
+    `@dispvm` call carry only `created-by-dom0`: they all share one owner."""
+    info = caller
+    for _ in range(MAX_CREATOR_CHAIN):
+        if info.klass != "DispVM":
+            return info.name
+        if info is not caller:
+            tags = backend.tags(info.name)
+        creators = [t[len(CREATED_BY):] for t in tags if t.startswith(CREATED_BY)]
+        named = [c for c in creators if c != "dom0" and is_qube_name(c)]
+        if len(named) != 1:
+            return sessions.SHARED_DISPOSABLES
+        try:
+            info = backend.info(named[0])
+        except NoSuchQube:
+            return named[0]  # counts against the name it was created by
+    return sessions.SHARED_DISPOSABLES
+
+
 
 
 def serve(service: str, argv: Sequence[str], env: Mapping[str, str], audit: AuditRecord, *,
@@ -90,23 +107,30 @@ def serve(service: str, argv: Sequence[str], env: Mapping[str, str], audit: Audi
     if profile is None:
         raise Refusal(Exit.BAD_REQUEST, f"unknown profile {request.profile}")
     audit.profile = profile.name
+    wait_for_caller(stdin, config.limits.caller_wait_seconds)
 
-    session, stale = sessions.open_session(sessions.run_dir(env), request.caller, config.limits)
+    backend = backend or connect(env)
+    try:
+        caller = backend.info(request.caller)
+    except NoSuchQube:
+        raise Refusal(Exit.BAD_REQUEST, f"caller {request.caller} does not exist") from None
+    tags = backend.tags(caller.name) if caller.klass == "DispVM" else frozenset()
+    if disposable.CONTAINED_TAG in tags:
+        raise Refusal(Exit.LOOP, f"{caller.name} is itself a disposable of this service")
+    owner = owner_of(backend, caller, tags)
+
+    session, stale = sessions.open_session(
+        sessions.run_dir(env), owner, config.limits,
+        {"caller": caller.name, "profile": profile.name})
+    deadline = time.monotonic() + 60 * config.limits.max_session_minutes
     owned: list[str] = []  # every disposable this request created and has not removed
     alarm = NetvmAlarm()
     stop_watch = None
     try:
-        backend = backend or connect(env)
         sweep_stale(backend, stale)
-        try:
-            caller = backend.info(request.caller)
-        except NoSuchQube:
-            raise Refusal(Exit.BAD_REQUEST, f"caller {request.caller} does not exist") from None
-        if _is_our_disposable(backend, caller.klass, caller.name):
-            raise Refusal(Exit.LOOP, f"{caller.name} is itself a disposable of this service")
-
         plan = make_plan(backend, caller, profile)
         audit.dvm, audit.network = plan.dvm, plan.network
+        session.record(owned, dvm=plan.dvm, network=plan.network)
 
         def created(new: str) -> None:
             # A replaced one (preloaded with the wrong network) goes at once.
@@ -116,19 +140,25 @@ def serve(service: str, argv: Sequence[str], env: Mapping[str, str], audit: Audi
             session.record(owned)
 
         name = disposable.provision(backend, plan, session.id, created)
+
+        def netvm_event(value: str | None) -> None:
+            # Only the very gateway the profile requires, set again, is harmless.
+            if plan.gateway is None or value != plan.gateway:
+                alarm.poke()
+
         # Watch first, then read back: a change after the read cannot be missed.
-        stop_watch = backend.watch_netvm(name, alarm.poke)
+        stop_watch = backend.watch_netvm(name, netvm_event)
         info = disposable.verify(backend, name, plan)
         return relay(backend, name, alarm, view_only=view_only, caller_in=stdin,
-                     caller_out=stdout, connect_timeout=info.qrexec_timeout)
+                     caller_out=stdout, connect_timeout=info.qrexec_timeout,
+                     deadline=deadline)
     finally:
         if stop_watch is not None:
             stop_watch()
         alarm.close()
         owned[:] = [n for n in owned if not _destroy_despite_signals(backend, n)]
         if owned:  # keep the file, naming what is left: the next request retries
-            session.record(owned)
-            os.close(session.fd)
+            session.keep(owned)
         else:
             session.release()
 
@@ -146,8 +176,7 @@ def main(service: str, argv: Sequence[str] | None = None, env: Mapping[str, str]
     """Entry point of the two open services; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     env = os.environ if env is None else env
-    for s in SIGNALS:
-        signal.signal(s, _on_signal)
+    signals.install()
     audit = AuditRecord(service=service)
     try:
         code = serve(service, argv, env, audit, backend=backend, stdin=stdin, stdout=stdout)

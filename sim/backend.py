@@ -130,6 +130,12 @@ class SimBackend:
         changed before raising) is written, as qubesd would have logged it."""
         self._calls += 1
         failure: BackendError | None = None
+        slow = self._slow(method)
+        if slow and slow[0] == "before":  # the call is on its way; qubesd has not run it
+            with self._state.transaction() as st:
+                st.setdefault("paused", []).append({"method": method, "dest": dest,
+                                                    "pid": os.getpid()})
+            time.sleep(slow[1])
         try:
             with self._state.transaction() as st:
                 if st["faults"].get("qubesd_unreachable"):
@@ -142,9 +148,19 @@ class SimBackend:
                     failure = e
         except StateError as e:
             raise QubesdUnreachable(str(e)) from None
+        if slow and slow[0] == "after":  # qubesd has done it; the answer is on its way
+            time.sleep(slow[1])
         if failure is not None:
             raise failure
         return result
+
+    def _slow(self, method: str) -> tuple[str, float] | None:
+        """The slow_call fault ([method, "before"|"after", seconds]) for *method*."""
+        try:
+            slow = self._state.read()["faults"].get("slow_call")
+        except StateError:
+            return None
+        return (slow[1], slow[2]) if slow and slow[0] == method else None
 
     # --- reads -------------------------------------------------------------
 
@@ -179,6 +195,17 @@ class SimBackend:
     def feature(self, name: str, key: str) -> str | None:
         return self._call(FEATURE_GET, name,
                           lambda st: _qube(st, name)["features"].get(key), key)
+
+    def tags(self, name: str) -> frozenset[str]:
+        return self._call("admin.vm.tag.List", name,
+                          lambda st: frozenset(_qube(st, name)["tags"]))
+
+    def add_tag(self, name: str, tag: str) -> None:
+        def op(st: dict[str, Any]) -> None:
+            tags = _qube(st, name)["tags"]
+            if tag not in tags:
+                tags.append(tag)
+        self._call("admin.vm.tag.Set", name, op, tag)
 
     def power_state(self, name: str) -> str:
         return self._call(LIST, name, lambda st: _qube(st, name)["power_state"])
@@ -341,7 +368,8 @@ class SimBackend:
         return [sys.executable, "-m", DISPOSABLE_MODULE, "--sim-dir", str(self._state.dir),
                 "--qube", name, "--caller", "dom0", "--service", service]
 
-    def watch_netvm(self, name: str, on_change: Callable[[], None]) -> Callable[[], None]:
+    def watch_netvm(self, name: str,
+                    on_change: Callable[[str | None], None]) -> Callable[[], None]:
         """Poll the state. Subscribing is logged as one admin.Events call, as
         the real backend opens an admin.Events stream for it."""
         import threading
@@ -360,14 +388,14 @@ class SimBackend:
         first = self._call(EVENTS, name, subscribe)
         stop = threading.Event()
 
-        def fire() -> None:
+        def fire(value: str | None) -> None:
             with contextlib.suppress(Exception):  # a broken callback must not end the watch
-                on_change()
+                on_change(value)
 
         def loop() -> None:
             last = first
             if last is None:
-                fire()
+                fire(None)
                 return
             while not stop.wait(WATCH_INTERVAL):
                 try:
@@ -375,11 +403,11 @@ class SimBackend:
                 except StateError:
                     now = None
                 if now is None:
-                    fire()
+                    fire(None)
                     return
                 if now != last:
                     last = now
-                    fire()
+                    fire(now[0] or "")  # property-set:netvm names the new value
 
         thread = threading.Thread(target=loop, name=f"sim-watch-{name}", daemon=True)
         thread.start()

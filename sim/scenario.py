@@ -71,6 +71,9 @@ FAULTS: dict[str, tuple[tuple[type, ...], Any]] = {
     "disposable_behaviour": ((str,), "edit"),  # what the disposable side does, BEHAVIOURS
     "netvm_change_to": ((str,), None),       # disposable side sets its netvm ("" = none)
     "policy_deny": ((list,), None),          # services the qrexec stand-in refuses (126)
+    # [method, "before" | "after", seconds]: that Admin API call pauses before
+    # qubesd runs it (listed in the state's "paused") or after, before it answers
+    "slow_call": ((list,), None),
 }
 
 TOP_LEVEL = ("description", "extends", "remove_qubes", "qubes", "faults")
@@ -111,6 +114,11 @@ def check_fault(key: str, value: Any, where: str = "faults") -> Any:
         raise ScenarioError(f"{where}.{key}: expected a list of service names")
     if key == "start_delay" and not 0 <= value <= 3600:
         raise ScenarioError(f"{where}.{key}: expected 0 to 3600 seconds")
+    if key == "slow_call" and not (
+            len(value) == 3 and isinstance(value[0], str) and value[1] in ("before", "after")
+            and _type_ok(value[2], (int, float)) and 0 <= value[2] <= 3600):
+        raise ScenarioError(f"{where}.{key}: expected [method, \"before\" or \"after\", "
+                            f"seconds]")
     if key == "wrong_template" and value == "":
         raise ScenarioError(f"{where}.{key}: expected a qube name or true/false")
     return value

@@ -54,8 +54,8 @@ def test_user_policy_is_never_overwritten(tmp_path):
     assert user.read_text() == "# mine\n"
 
 
-QREXEC_ENV = {"QREXEC_REMOTE_DOMAIN": "work", "QREXEC_SERVICE_ARGUMENT": "",
-              "QREXEC_SERVICE_FULL_NAME": "whonix.OpenInDisposable+"}
+QREXEC_ENV = {"QREXEC_REMOTE_DOMAIN": "work", "QREXEC_SERVICE_ARGUMENT": "tor",
+              "QREXEC_SERVICE_FULL_NAME": "whonix.OpenInDisposable+tor"}
 
 
 @pytest.mark.parametrize("backend", [None, "sim"])
@@ -66,8 +66,8 @@ def test_installed_service_fails_closed_without_qubesd(dom0, tmp_path, backend):
            "WHONIX_OPEN_CONFIG": str(tmp_path / "none.toml")}
     if backend:
         env["WHONIX_OPEN_BACKEND"] = backend
-    r = run_installed(dest, site, [str(dest / "etc/qubes-rpc/whonix.OpenInDisposable")], env,
-                      stdin=b"x" * 300)
+    r = run_installed(dest, site, [str(dest / "etc/qubes-rpc/whonix.OpenInDisposable"), "tor"],
+                      env, stdin=b"x" * 300)
     assert r.returncode == 73, r.stderr
     assert b"exit=73" in r.stderr
 

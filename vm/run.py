@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 
-from whonix_open.contract import SERVICE_OPEN, SERVICE_VIEW
+from whonix_open.contract import DEFAULT_PROFILE, SERVICE_OPEN, SERVICE_VIEW
 from whonix_open.vm import config, loopguard, routing
 from whonix_open.vm.exitcodes import CliExit
 from whonix_open.vm.opener import Outcome, Session, open_file
@@ -88,12 +88,13 @@ def run(ns: argparse.Namespace) -> int:
 
 
 def _profile(ns: argparse.Namespace, default: str | None) -> str:
-    """The service argument: "" lets dom0 pick its default profile."""
+    """The service argument always names the profile: dom0 refuses an empty
+    one (a policy rule about "+tor" could not match it)."""
     if ns.offline:
         return "offline"
     if ns.profile is not None:
         return ns.profile
-    return default or ""
+    return default or DEFAULT_PROFILE
 
 
 def _first_failure(codes: list[int]) -> int:

@@ -58,14 +58,14 @@ class Broker:
         })
         return env
 
-    def start(self, service: str = SERVICE_OPEN, arg: str = "", caller: str = "anon-whonix",
+    def start(self, service: str = SERVICE_OPEN, arg: str = "tor", caller: str = "anon-whonix",
               env: dict[str, str] | None = None) -> subprocess.Popen:
         argv = [sys.executable, str(RPC_DIR / service)] + ([arg] if arg else [])
         return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE,
                                 env=env if env is not None else self.env(service, arg, caller))
 
-    def start_like_qrexec(self, service: str = SERVICE_OPEN, arg: str = "",
+    def start_like_qrexec(self, service: str = SERVICE_OPEN, arg: str = "tor",
                           caller: str = "anon-whonix"):
         """As dom0's qrexec-client runs a service (libqrexec exec.c
         do_fork_exec): stdin and stdout are each one end of a socketpair, stderr
@@ -83,7 +83,7 @@ class Broker:
             stdout_theirs.close()
         return proc, stdin_ours, stdout_ours
 
-    def run(self, data: bytes = b"", service: str = SERVICE_OPEN, arg: str = "",
+    def run(self, data: bytes = b"", service: str = SERVICE_OPEN, arg: str = "tor",
             caller: str = "anon-whonix", env: dict[str, str] | None = None) -> Result:
         proc = self.start(service, arg, caller, env)
         out, err = proc.communicate(data, timeout=DEADLINE)

@@ -11,13 +11,15 @@ def test_builtins_without_any_file(tmp_path):
     assert cfg.profile(None).name == "tor"
     assert cfg.profile("offline").offline
     assert cfg.profile("nope") is None
-    assert cfg.limits == Limits(per_qube=3, total=10)
+    assert cfg.limits == Limits(per_qube=3, total=10, max_session_minutes=480,
+                                caller_wait_seconds=30)
 
 
 def test_full_config():
     cfg = parse_config({
         "default_profile": "offline",
-        "limits": {"per_qube": 2, "total": 5},
+        "limits": {"per_qube": 2, "total": 5, "max_session_minutes": 60,
+                   "caller_wait_seconds": 5},
         "profiles": {
             "tor": {"gateway": "sys-whonix"},
             "tor-2": {"network": "tor", "gateway": "sys-whonix-2", "dvm": "ws-dvm"},
@@ -28,7 +30,7 @@ def test_full_config():
     assert cfg.profile("tor").gateway == "sys-whonix"
     assert cfg.profile("tor-2").dvm == "ws-dvm"
     assert cfg.profile("air").offline
-    assert cfg.limits == Limits(2, 5)
+    assert cfg.limits == Limits(2, 5, 60, 5)
 
 
 @pytest.mark.parametrize("data, where", [
@@ -50,6 +52,12 @@ def test_full_config():
     ({"limits": {"total": True}}, "total"),
     ({"limits": {"total": "10"}}, "total"),
     ({"limits": {"max": 1}}, "unknown key"),
+    ({"limits": {"per_qube": 5, "total": 10}}, "more than twice per_qube"),
+    ({"limits": {"per_qube": 1, "total": 2}}, "total"),
+    ({"limits": {"max_session_minutes": 0}}, "max_session_minutes"),
+    ({"limits": {"max_session_minutes": 10081}}, "max_session_minutes"),
+    ({"limits": {"caller_wait_seconds": 1.5}}, "caller_wait_seconds"),
+    ({"limits": {"caller_wait_seconds": 301}}, "caller_wait_seconds"),
 ])
 def test_invalid_configs(data, where):
     with pytest.raises(ConfigError, match=where):

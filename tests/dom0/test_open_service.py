@@ -395,12 +395,14 @@ def test_per_qube_limit_is_68_and_frees_up(broker, sim):
 
 
 def test_total_limit_is_68(broker, sim):
-    broker.config.write_text("[limits]\ntotal = 1\n")
-    proc = _hanging_session(broker, sim)
-    r = broker.open_file(caller="personal")
+    broker.config.write_text("[limits]\nper_qube = 1\ntotal = 3\n")
+    procs = [_hanging_session(broker, sim, caller=c) for c in ("anon-whonix", "personal",
+                                                               "vault")]
+    r = broker.open_file(caller="sys-firewall")
     assert r.code == Exit.TOO_MANY
-    proc.send_signal(signal.SIGTERM)
-    finish(proc)
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+        finish(proc)
 
 
 def test_crashed_sessions_do_not_hold_the_limit(broker, sim):

@@ -310,7 +310,8 @@ def test_exceptions_are_translated(backend, app):
 
 def test_watch_netvm_waits_for_the_stream_and_reports_changes(backend):
     fired = threading.Event()
-    stop = backend.watch_netvm("dvm", fired.set)
+    values = []
+    stop = backend.watch_netvm("dvm", lambda value: (values.append(value), fired.set()))
     assert fired.wait(10)
     stop()
 
@@ -324,5 +325,5 @@ def test_watch_netvm_fails_at_once_when_the_stream_ends_before_it_is_up(backend,
     monkeypatch.setattr(EventsDispatcher, "listen_for_events", ends_at_once)
     started = time.monotonic()
     with pytest.raises(BackendError):
-        backend.watch_netvm("dvm", lambda: None)
+        backend.watch_netvm("dvm", lambda _value: None)
     assert time.monotonic() - started < 5

@@ -16,8 +16,21 @@ def env(arg: str, caller: str = "anon-whonix", **extra: str) -> dict:
             "QREXEC_SERVICE_FULL_NAME": f"{SERVICE_OPEN}+{arg}", **extra}
 
 
-def test_empty_argument_means_default_profile():
-    assert parse_request(SERVICE_OPEN, [], env("")).profile is None
+def test_empty_argument_is_refused_not_an_alias_of_the_default_profile():
+    # A policy rule about "+tor" must not be passed by with "+" (issue 7.3).
+    with pytest.raises(Refusal) as e:
+        parse_request(SERVICE_OPEN, [], env(""))
+    assert e.value.code == Exit.BAD_REQUEST and "no profile named" in e.value.reason
+
+
+def test_a_service_without_argument_refuses_one():
+    status_env = {"QREXEC_REMOTE_DOMAIN": "work", "QREXEC_SERVICE_ARGUMENT": "tor",
+                  "QREXEC_SERVICE_FULL_NAME": "whonix.RoutingStatus+tor"}
+    with pytest.raises(Refusal):
+        parse_request("whonix.RoutingStatus", ["tor"], status_env, allow_profile=False)
+    ok = {**status_env, "QREXEC_SERVICE_ARGUMENT": "",
+          "QREXEC_SERVICE_FULL_NAME": "whonix.RoutingStatus+"}
+    assert parse_request("whonix.RoutingStatus", [], ok, allow_profile=False).profile is None
 
 
 @pytest.mark.parametrize("arg", ["tor", "offline", "tor-2", "a", "0" * 31])
@@ -69,7 +82,7 @@ def test_fuzz_only_profile_names_pass(arg):
         req = parse_request(SERVICE_OPEN, [arg] if arg else [], env(arg))
     except Refusal as e:
         assert e.code == Exit.BAD_REQUEST
-        assert not is_profile_name(arg) and arg != ""
+        assert not is_profile_name(arg)
     else:
-        assert req.profile == (arg or None)
-        assert arg == "" or is_profile_name(arg)
+        assert req.profile == arg
+        assert is_profile_name(arg)

@@ -1,4 +1,4 @@
-"""Session files: limits and the records of dead sessions."""
+"""Session files: limits, records, and who sweeps the records of dead sessions."""
 
 import fcntl
 import json
@@ -9,43 +9,110 @@ import pytest
 from whonix_open.contract import Exit
 from whonix_open.dom0.config import Limits
 from whonix_open.dom0.errors import Refusal
-from whonix_open.dom0.sessions import open_session
+from whonix_open.dom0.sessions import finish_stale, open_session, scan
 
 
-def dead_session(run_dir, name, disposables):
+def dead_session(run_dir, name, disposables, **record):
     path = run_dir / f"{name}.session"
-    path.write_text(json.dumps({"disposables": disposables, "pid": 1}))
+    path.write_text(json.dumps({"disposables": disposables, "pid": 1, **record}))
     return path
 
 
+def held(path):
+    """Hold the file's flock, as a running service does; returns the fd."""
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def take(run_dir, owner="work", limits=None):
+    return open_session(str(run_dir), owner, limits or Limits(),
+                        {"caller": owner, "profile": "tor"})
+
+
 def test_a_dead_sessions_record_yields_only_qube_names(tmp_path):
-    dead_session(tmp_path, "work.1.aa", ["disp12", "../../etc", "a b", 7, "disp13"])
-    session, stale = open_session(str(tmp_path), "work", Limits())
+    dead_session(tmp_path, "work.1.aa", ["disp12", "../../etc", "a b", 7, "disp13"],
+                 dvm="../x")
+    session, stale = take(tmp_path)
     try:
         (s,) = stale
         assert s.session == "work.1.aa" and s.disposables == ["disp12", "disp13"]
+        assert s.dvm is None  # not a qube name
+        finish_stale(s, [])
     finally:
         session.release()
+    assert os.listdir(tmp_path) == [".lock"]
 
 
 def test_unreadable_record_is_stale_with_nothing_to_remove(tmp_path):
     (tmp_path / "work.1.bb.session").write_bytes(b"\xff not json")
-    session, stale = open_session(str(tmp_path), "work", Limits())
+    session, stale = take(tmp_path)
     session.release()
     assert [(s.session, s.disposables) for s in stale] == [("work.1.bb", [])]
+    finish_stale(stale[0], [])
 
 
 def test_live_sessions_count_towards_the_limit(tmp_path):
-    live = dead_session(tmp_path, "work.2.cc", ["disp1"])
-    fd = os.open(live, os.O_RDONLY)
-    fcntl.flock(fd, fcntl.LOCK_EX)  # held, as by a running service
+    fd = held(dead_session(tmp_path, "work.2.cc", ["disp1"]))
     try:
         with pytest.raises(Refusal) as e:
-            open_session(str(tmp_path), "work", Limits(per_qube=1, total=10))
+            take(tmp_path, "work", Limits(per_qube=1, total=10))
         assert e.value.code == Exit.TOO_MANY
-        session, stale = open_session(str(tmp_path), "other", Limits(per_qube=1, total=10))
+        session, stale = take(tmp_path, "other", Limits(per_qube=1, total=10))
         assert stale == []
         session.release()
     finally:
         os.close(fd)
     assert not os.path.exists(tmp_path / f"{session.id}.session")
+
+
+def test_a_stale_record_is_claimed_by_one_request_only(tmp_path):
+    """Two requests never sweep the same dead session (issue 7.4: the second
+    one used to reopen a record the first had deleted and fail with 73)."""
+    dead_session(tmp_path, "work.3.dd", ["disp5"], dvm="dvm")
+    first, stale = take(tmp_path, "a")
+    (claimed,) = stale
+    second, stale2 = take(tmp_path, "b")  # while the first one is sweeping
+    assert stale2 == []
+    finish_stale(claimed, [])  # the sweep removed everything: the record goes
+    third, stale3 = take(tmp_path, "c")
+    assert stale3 == []
+    for s in (first, second, third):
+        s.release()
+
+
+def test_a_record_that_could_not_be_swept_stays_for_the_next_request(tmp_path):
+    dead_session(tmp_path, "work.4.ee", ["disp5", "disp6"], dvm="dvm")
+    session, (s,) = take(tmp_path, "a")
+    finish_stale(s, ["disp6"])
+    session.release()
+    session, (again,) = take(tmp_path, "b")
+    assert again.disposables == ["disp6"] and again.dvm == "dvm"
+    finish_stale(again, [])
+    session.release()
+
+
+def test_the_record_says_what_the_session_does(tmp_path):
+    session, _ = take(tmp_path, "work", Limits(max_session_minutes=10))
+    try:
+        session.record(["disp9"], dvm="dvm", network="sys-whonix")
+        (live,) = scan(str(tmp_path))
+        assert live.owner == "work" and live.session == session.id
+        r = live.record
+        assert (r["caller"], r["profile"], r["dvm"], r["network"]) == (
+            "work", "tor", "dvm", "sys-whonix")
+        assert r["disposables"] == ["disp9"] and r["deadline"] - r["started"] == 600
+    finally:
+        session.release()
+    assert scan(str(tmp_path)) == []
+
+
+def test_dotted_owner_names_are_counted_apart(tmp_path):
+    fd = held(dead_session(tmp_path, "my.vm.7.ff", []))
+    try:
+        session, _ = take(tmp_path, "my", Limits(per_qube=1, total=10))  # not "my.vm"
+        session.release()
+        with pytest.raises(Refusal):
+            take(tmp_path, "my.vm", Limits(per_qube=1, total=10))
+    finally:
+        os.close(fd)

@@ -290,10 +290,12 @@ def test_wrong_template(sim: SimQubes, backend: SimBackend, value, expected: str
 class Fired:
     def __init__(self) -> None:
         self.count = 0
+        self.values: list[str | None] = []
         self.event = threading.Event()
 
-    def __call__(self) -> None:
+    def __call__(self, value: str | None) -> None:
         self.count += 1
+        self.values.append(value)
         self.event.set()
 
 
@@ -339,7 +341,7 @@ def test_watch_netvm_stop_from_the_callback(sim: SimQubes, backend: SimBackend) 
     done = threading.Event()
     stops = []
 
-    def on_change() -> None:
+    def on_change(_value: str | None) -> None:
         stops[0]()
         done.set()
     stops.append(backend.watch_netvm("sys-whonix", on_change))

@@ -112,14 +112,14 @@ def test_good_files_are_still_opened_when_one_is_refused(world, doc, tmp_path):
 @pytest.mark.parametrize(
     ("args", "config", "service"),
     [
-        ([], None, "whonix.OpenInDisposable+"),
+        ([], None, "whonix.OpenInDisposable+tor"),
         (["--offline"], None, "whonix.OpenInDisposable+offline"),
         (["--profile", "tor-2"], None, "whonix.OpenInDisposable+tor-2"),
         (["--view-only", "--offline"], None, "whonix.ViewInDisposable+offline"),
         ([], 'default_profile = "offline"\n', "whonix.OpenInDisposable+offline"),
         (["--profile", "tor"], 'default_profile = "offline"\n', "whonix.OpenInDisposable+tor"),
-        ([], "view_only = true\n", "whonix.ViewInDisposable+"),
-        (["--edit"], "view_only = true\n", "whonix.OpenInDisposable+"),
+        ([], "view_only = true\n", "whonix.ViewInDisposable+tor"),
+        (["--edit"], "view_only = true\n", "whonix.OpenInDisposable+tor"),
     ],
 )
 def test_service_and_profile(world, doc, args, config, service):

@@ -56,7 +56,7 @@ def test_system_wide_config_in_xdg_config_dirs(world, tmp_path):
     doc = tmp_path / "x.txt"
     doc.write_text("x")
     assert world.run("--no-notify", str(doc)).returncode == 0
-    assert world.open_calls()[0]["argv"][1] == "whonix.ViewInDisposable+"
+    assert world.open_calls()[0]["argv"][1] == "whonix.ViewInDisposable+tor"
     world.write_config("view_only = false\n")  # the user's own file wins
     assert world.run("--no-notify", str(doc)).returncode == 0
-    assert world.open_calls()[1]["argv"][1] == "whonix.OpenInDisposable+"
+    assert world.open_calls()[1]["argv"][1] == "whonix.OpenInDisposable+tor"

@@ -155,7 +155,7 @@ def test_view_only_never_writes(world, doc):
     assert list(doc.parent.iterdir()) == [doc]
     assert not Path(world.env["XDG_DATA_HOME"]).exists()
     [call] = world.open_calls()
-    assert call["argv"] == ["dom0", "whonix.ViewInDisposable+"]
+    assert call["argv"] == ["dom0", "whonix.ViewInDisposable+tor"]
     assert bytes.fromhex(call["header"]).startswith(b"view-only-letter.txt\0")
 
 
