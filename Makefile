@@ -88,14 +88,14 @@ deb: dist
 	@ls $(DEB_BUILDDIR)/*.deb
 
 # --- install on Qubes ------------------------------------------------------
-# The documented file lists and modes are held by tests/packaging/test_install_lists.py;
+# The documented file lists and modes are held by tests/packaging/lists.py;
 # the dom0 RPM (rpm_spec/whonix-open-dom0.spec) and the .deb (debian/) call these
 # targets, so a change here changes the packages too.
 
 # >>> whonix-open-admin (dom0 command, issue 10): its launcher is installed when it
 # exists in the tree; its modules (dom0/admin/...) come with the dom0 package below.
-# To add another dom0 command: one more name here, one line in the RPM spec's
-# marked spot, one line in the test's DOM0 list.
+# To add another dom0 command: its launcher in packaging/ added to the wildcard here,
+# its name in the RPM spec's marked spot and in lists.py DOM0_COMMANDS.
 DOM0_COMMANDS := $(notdir $(wildcard packaging/whonix-open-admin))
 # <<< whonix-open-admin
 
