@@ -23,9 +23,9 @@ setup(
         "whonix_open.sim": "sim",
     },
     # qubesadmin and qrexec are Qubes system packages (not on PyPI): imported lazily.
-    install_requires=[],
+    # The VM helper's own runtime dependency (the dom0 RPM does not use this list).
+    install_requires=["pyxdg"],
     extras_require={
-        "vm": ["pyxdg", "psutil"],
         "test": ["pytest", "pytest-mock", "hypothesis", "ruff", "pyxdg", "psutil"],
     },
     entry_points={
@@ -33,10 +33,10 @@ setup(
             "whonix-open = whonix_open.vm.cli:main",
             "whonix-open-admin = whonix_open.dom0.admin.main:main",
         ],
-        # The simulated Qubes as a source for whonix-open-admin (tests, demo);
+        # The simulated Qubes offers itself to dom0/backend.py connect();
         # install-dom0 ships neither the package nor this entry point.
-        "whonix_open.admin_sources": [
-            "sim = whonix_open.sim.admin_source:SimSource.from_env",
+        "whonix_open.backends": [
+            "sim = whonix_open.sim.backend:SimBackend.from_env",
         ],
     },
 )

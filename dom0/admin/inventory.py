@@ -1,24 +1,21 @@
 """One read of every qube the checks need: properties, power state, tags,
-own features and the Whonix markers along the template chain.
-
-Two sources give the same `Qube` records: the real dom0 through a
-qubesadmin app (`QubesadminSource`, the only place here that touches
-qubesadmin), and the simulation (whonix_open.sim.admin_source, offered as
-an entry point; dom0 gets neither). Each source also hands out the broker's
-`Backend`, so resolving a profile or killing a disposable goes through
-exactly the broker's code.
+own features and the Whonix markers along the template chain - through the
+broker's own `Backend`, the same calls the broker makes, so that the admin
+command sees the system exactly as the broker does: in dom0 the real
+qubesadmin (QubesadminBackend), in the tests and the demo the simulation
+(WHONIX_OPEN_BACKEND=sim, which dom0 never gets).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
-from whonix_open.dom0.backend import BACKEND_ENV, Backend, BackendError
+from whonix_open.dom0.backend import Backend, BackendError, QubeInfo
+from whonix_open.dom0.backend import connect as connect_backend
 from whonix_open.dom0.resolve import GW_FEATURE, WS_FEATURE, feature_true
 
-ENTRY_POINTS = "whonix_open.admin_sources"
 # Own features carried in the inventory, each read only where it means something
 # (one admin.vm.feature.Get each): key -> which qubes.
 FEATURES = {
@@ -62,34 +59,19 @@ class Qube(NamedTuple):
 Inventory = Mapping[str, Qube]
 
 
-class Source(Protocol):
-    """Where the admin command reads the system from."""
+class Source:
+    """The system as the admin command reads it: the broker's Backend, and
+    (for qubesadmin) the app, for the one global property a check needs."""
 
-    backend: Backend
-
-    def inventory(self, only: str | None = None) -> dict[str, Qube]:
-        """Every qube; with *only* (a class), qubes of other classes carry
-        just their name and class (power_state "?"): status and reap need
-        no more, and skip most of the calls."""
+    def __init__(self, backend: Backend, app: Any = None) -> None:
+        self.backend = backend
+        self.app = app
 
     def global_default_dispvm(self) -> str | None:
-        """The system's default_dispvm (qubes-prefs)."""
-
-
-def _name(value: Any) -> str | None:
-    return None if value is None or str(value) == "" else str(value)
-
-
-class QubesadminSource:
-    """The real system through a qubesadmin app (injected, or qubesadmin.Qubes())."""
-
-    def __init__(self, app: Any = None) -> None:
-        from whonix_open.dom0.qubesadmin_backend import QubesadminBackend
-
-        self.backend = QubesadminBackend(app)
-        self.app = self.backend.app
-
-    def global_default_dispvm(self) -> str | None:
+        """The system's default_dispvm (qubes-prefs; admin.property.Get). The
+        simulation has no global properties: None."""
+        if self.app is None:
+            return None
         import qubesadmin.exc
 
         try:
@@ -98,64 +80,53 @@ class QubesadminSource:
             raise BackendError(f"{type(e).__name__}: {e}") from None
 
     def inventory(self, only: str | None = None) -> dict[str, Qube]:
-        import qubesadmin.exc
-
-        def prop(vm: Any, key: str, default: Any) -> Any:
-            try:
-                return getattr(vm, key)
-            except qubesadmin.exc.QubesPropertyAccessError:
-                raise
-            except AttributeError:  # the class has no such property
-                return default
-
+        """Every qube; with *only* (a class), qubes of other classes carry
+        just their name and class (power_state "?"): status and reap need no
+        more, and skip most of the calls. Per qube: GetAll, tag.List, two
+        CheckWithTemplate, a feature.Get for each feature that matters for
+        its class, and CurrentState for disposables and DVM templates (the
+        others' running or not comes with GetAll's xid)."""
+        b = self.backend
         result = {}
-        try:
-            self.app.domains.clear_cache()
-            for vm in self.app.domains:
-                klass = vm.klass
-                if only is not None and klass != only:
-                    result[vm.name] = Qube(name=vm.name, klass=klass, power_state="?")
-                    continue
-                dvm = bool(prop(vm, "template_for_dispvms", False))
-                own = {}
-                for key, wanted in FEATURES.items():
-                    value = vm.features.get(key, None) if wanted(klass, dvm) else None
-                    if value is not None:
-                        own[key] = str(value)
-                result[vm.name] = Qube(
-                    name=vm.name, klass=klass,
-                    template=_name(prop(vm, "template", None)),
-                    netvm=_name(prop(vm, "netvm", None)),
-                    default_dispvm=_name(prop(vm, "default_dispvm", None)),
-                    template_for_dispvms=dvm,
-                    auto_cleanup=bool(prop(vm, "auto_cleanup", False)),
-                    power_state=vm.get_power_state(),
-                    tags=frozenset(vm.tags), features=own,
-                    ws=feature_true(vm.features.check_with_template(WS_FEATURE, None)),
-                    gw=feature_true(vm.features.check_with_template(GW_FEATURE, None)),
-                    uuid=_name(prop(vm, "uuid", None)))
-        except qubesadmin.exc.QubesException as e:
-            raise BackendError(f"{type(e).__name__}: {e}") from None
+        for name, klass in sorted(b.qube_classes().items()):
+            if only is not None and klass != only:
+                result[name] = Qube(name=name, klass=klass, power_state="?")
+                continue
+            info = b.info(name) if klass != "AdminVM" else QubeInfo(name=name, klass=klass, xid=0)
+            dvm = info.template_for_dispvms
+            own = {}
+            for key, wanted in FEATURES.items():
+                value = b.feature(name, key) if wanted(klass, dvm) else None
+                if value is not None:
+                    own[key] = value
+            if klass == "DispVM" or dvm:
+                state = b.power_state(name)
+            else:
+                state = "Running" if info.xid >= 0 else "Halted"
+            result[name] = Qube(
+                name=name, klass=klass, template=info.template, netvm=info.netvm,
+                default_dispvm=info.default_dispvm, template_for_dispvms=dvm,
+                auto_cleanup=info.auto_cleanup, power_state=state, tags=b.tags(name),
+                features=own, uuid=info.uuid,
+                ws=feature_true(b.feature_with_template(name, WS_FEATURE)),
+                gw=feature_true(b.feature_with_template(name, GW_FEATURE)))
         return result
+
+
+def _name(value: Any) -> str | None:
+    return None if value is None or str(value) == "" else str(value)
 
 
 def connect(env: Mapping[str, str] | None = None, app: Any = None) -> Source:
     """*app*: a qubesadmin app (as qvm-* tools take it) or a ready Source.
-    Without one, WHONIX_OPEN_BACKEND chooses as for the broker: unset or
-    'qubesadmin' for the real dom0, 'sim' for the simulation (never a fallback)."""
+    Without one, the broker's own backend.connect() chooses: the real dom0
+    unless WHONIX_OPEN_BACKEND says otherwise (never a fallback)."""
+    if isinstance(app, Source):
+        return app
     if app is not None:
-        # Ask the class: a qubesadmin app turns any unknown attribute into a
-        # qubesd call (admin.property.Get).
-        return app if callable(getattr(type(app), "inventory", None)) else QubesadminSource(app)
-    env = os.environ if env is None else env
-    choice = env.get(BACKEND_ENV, "qubesadmin")
-    if choice == "qubesadmin":
-        return QubesadminSource()
-    # Anything else is offered as an entry point (the simulation's, which the
-    # dom0 install ships neither with its package nor its entry point).
-    from importlib.metadata import entry_points
+        from whonix_open.dom0.qubesadmin_backend import QubesadminBackend
 
-    found = entry_points(group=ENTRY_POINTS, name=choice)
-    if not found:
-        raise BackendError(f"unknown {BACKEND_ENV}={choice!r}")
-    return next(iter(found)).load()(env)
+        return Source(QubesadminBackend(app), app)
+    env = os.environ if env is None else env
+    backend = connect_backend(env)
+    return Source(backend, getattr(backend, "app", None))  # QubesadminBackend's app

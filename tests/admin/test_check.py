@@ -13,8 +13,9 @@ import pytest
 from tests.admin.conftest import findings, require_qrexec
 from tests.dom0.conftest import Broker
 from whonix_open.dom0.admin.findings import CHECKS
+from whonix_open.dom0.admin.inventory import Source
 from whonix_open.dom0.admin.main import main
-from whonix_open.sim.admin_source import SimSource
+from whonix_open.sim.backend import SimBackend
 
 CHECK_KEYS = {"check", "level", "qubes", "message", "fix"}
 
@@ -166,7 +167,7 @@ def test_dom0s_preload_setting_counts_for_the_global_default_dispvm(admin):
     """qubesd's get_feat_preload_max: dom0's preload-dispvm-max applies to the
     global default_dispvm (the simulation has no global properties: a source
     that knows it is injected, as `app` is in the qvm-* tools)."""
-    class WithGlobalDefault(SimSource):
+    class WithGlobalDefault(Source):
         def global_default_dispvm(self):
             return "whonix-workstation-18-dvm"
 
@@ -174,7 +175,7 @@ def test_dom0s_preload_setting_counts_for_the_global_default_dispvm(admin):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(["check", "--json", "--policy-dir", str(admin.policy)],
-                    app=WithGlobalDefault.from_env(admin.env()), env=admin.env())
+                    app=WithGlobalDefault(SimBackend.from_env(admin.env())), env=admin.env())
     preload = [f for f in json.loads(out.getvalue())["findings"] if f["check"] == "preload"]
     assert code == 0
     assert [f["level"] for f in preload] == ["WARN", "PASS"]  # offline, tor

@@ -133,7 +133,7 @@ def _preloads(ctx: Context) -> list[Finding]:
         q = ctx.inventory.get(dvm)
         if q is None or _max(ctx, q) == 0:
             continue
-        if q.netvm == plan.gateway:
+        if plan.fits_dvm:  # the broker takes CreateDisposable: preloads are its fast path
             out.append(finding("preload", PASS,
                                f"profile {name} can use the {_max(ctx, q)} preloaded disposables "
                                f"of {dvm} (its netvm is {q.netvm or 'none'})", [dvm]))
