@@ -184,10 +184,13 @@ install-vm-desktop:
 
 # whonix-open-admin reap, from a systemd timer in dom0 (at boot and every 5 minutes).
 # Enable after installing: systemctl enable --now whonix-open-reap.timer
+# The preset enables the timer when a package runs `systemctl preset` at install.
 SYSTEMD_UNITDIR ?= /usr/lib/systemd/system
+SYSTEMD_PRESETDIR ?= /usr/lib/systemd/system-preset
 .PHONY: install-dom0-reap-timer
 install-dom0: install-dom0-reap-timer
 install-dom0-reap-timer:
-	install -d $(DESTDIR)$(SYSTEMD_UNITDIR)
+	install -d $(DESTDIR)$(SYSTEMD_UNITDIR) $(DESTDIR)$(SYSTEMD_PRESETDIR)
 	install -m 0644 packaging/whonix-open-reap.service packaging/whonix-open-reap.timer \
 		$(DESTDIR)$(SYSTEMD_UNITDIR)/
+	install -m 0644 packaging/75-whonix-open.preset $(DESTDIR)$(SYSTEMD_PRESETDIR)/

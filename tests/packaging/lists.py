@@ -32,6 +32,9 @@ DOM0_FILES.update({f"/usr/bin/{c}": 0o755 for c in DOM0_COMMANDS
                    if (REPO / "packaging" / c).exists()})
 DOM0_FILES.update({f"/usr/lib/systemd/system/{u}": 0o644 for u in DOM0_UNITS
                    if (REPO / "packaging" / u).exists()})
+DOM0_PRESET = "75-whonix-open.preset"  # enables the reap timer at install
+if (REPO / "packaging" / DOM0_PRESET).exists():
+    DOM0_FILES[f"/usr/lib/systemd/system-preset/{DOM0_PRESET}"] = 0o644
 # <<< dom0 commands and units
 # RPM config markings: c = %config, n = noreplace
 DOM0_CONFIG = {

@@ -104,3 +104,9 @@ def test_tmpfiles_entry_is_applied_at_install(rpm: Path):
 def test_spec_version_follows_the_package(rpm: Path):
     spec = (REPO / "rpm_spec/whonix-open-dom0.spec").read_text()
     assert f"%global version_ {__version__}\n" in spec
+
+
+def test_reap_timer_is_enabled_at_install_and_disabled_at_removal(rpm: Path):
+    scripts = query(rpm, "--scripts")
+    assert "systemctl --no-reload preset whonix-open-reap.timer" in scripts
+    assert "systemctl --no-reload disable --now whonix-open-reap.timer" in scripts
