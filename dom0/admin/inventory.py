@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from whonix_open.dom0.backend import Backend, BackendError, QubeInfo
+from whonix_open.dom0.backend import Backend, BackendError, NoSuchQube, QubeInfo
 from whonix_open.dom0.backend import connect as connect_backend
 from whonix_open.dom0.resolve import GW_FEATURE, WS_FEATURE, feature_true
 
@@ -86,31 +86,37 @@ class Source:
         CheckWithTemplate, a feature.Get for each feature that matters for
         its class, and CurrentState for disposables and DVM templates (the
         others' running or not comes with GetAll's xid)."""
-        b = self.backend
         result = {}
-        for name, klass in sorted(b.qube_classes().items()):
+        for name, klass in sorted(self.backend.qube_classes().items()):
             if only is not None and klass != only:
                 result[name] = Qube(name=name, klass=klass, power_state="?")
                 continue
-            info = b.info(name) if klass != "AdminVM" else QubeInfo(name=name, klass=klass, xid=0)
-            dvm = info.template_for_dispvms
-            own = {}
-            for key, wanted in FEATURES.items():
-                value = b.feature(name, key) if wanted(klass, dvm) else None
-                if value is not None:
-                    own[key] = value
-            if klass == "DispVM" or dvm:
-                state = b.power_state(name)
-            else:
-                state = "Running" if info.xid >= 0 else "Halted"
-            result[name] = Qube(
-                name=name, klass=klass, template=info.template, netvm=info.netvm,
-                default_dispvm=info.default_dispvm, template_for_dispvms=dvm,
-                auto_cleanup=info.auto_cleanup, power_state=state, tags=b.tags(name),
-                features=own, uuid=info.uuid,
-                ws=feature_true(b.feature_with_template(name, WS_FEATURE)),
-                gw=feature_true(b.feature_with_template(name, GW_FEATURE)))
+            try:
+                result[name] = self._read(name, klass)
+            except NoSuchQube:
+                continue  # gone since the list (disposables come and go): not there
         return result
+
+    def _read(self, name: str, klass: str) -> Qube:
+        b = self.backend
+        info = b.info(name) if klass != "AdminVM" else QubeInfo(name=name, klass=klass, xid=0)
+        dvm = info.template_for_dispvms
+        own = {}
+        for key, wanted in FEATURES.items():
+            value = b.feature(name, key) if wanted(klass, dvm) else None
+            if value is not None:
+                own[key] = value
+        if klass == "DispVM" or dvm:
+            state = b.power_state(name)
+        else:
+            state = "Running" if info.xid >= 0 else "Halted"
+        return Qube(
+            name=name, klass=klass, template=info.template, netvm=info.netvm,
+            default_dispvm=info.default_dispvm, template_for_dispvms=dvm,
+            auto_cleanup=info.auto_cleanup, power_state=state, tags=b.tags(name),
+            features=own, uuid=info.uuid,
+            ws=feature_true(b.feature_with_template(name, WS_FEATURE)),
+            gw=feature_true(b.feature_with_template(name, GW_FEATURE)))
 
 
 def _name(value: Any) -> str | None:

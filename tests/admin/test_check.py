@@ -15,6 +15,7 @@ from tests.dom0.conftest import Broker
 from whonix_open.dom0.admin.findings import CHECKS
 from whonix_open.dom0.admin.inventory import Source
 from whonix_open.dom0.admin.main import main
+from whonix_open.dom0.backend import NoSuchQube
 from whonix_open.sim.backend import SimBackend
 
 CHECK_KEYS = {"check", "level", "qubes", "message", "fix"}
@@ -190,3 +191,24 @@ def test_an_unknown_backend_is_refused_in_words(admin):
     assert code == 3
     assert err.getvalue() == ("whonix-open-admin: cannot read the system from qubesd: "
                               "unknown WHONIX_OPEN_BACKEND='nonsense'\n")
+
+
+def test_a_qube_that_vanishes_during_the_check_is_left_out(admin):
+    """Disposables come and go while check reads the system: one that is gone
+    between the list and its properties is not there, not an error."""
+    vanished = []
+
+    class Vanishing(SimBackend):
+        def info(self, name):
+            if name == "anon-whonix":
+                vanished.append(name)
+                raise NoSuchQube(f"no such qube: {name}")
+            return super().info(name)
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["check", "--json", "--policy-dir", str(admin.policy)],
+                    app=Source(Vanishing.from_env(admin.env())), env=admin.env())
+    data = json.loads(out.getvalue())
+    assert code == 0 and vanished
+    assert not any("anon-whonix" in f["qubes"] for f in data["findings"])

@@ -9,7 +9,7 @@ from collections import defaultdict
 from whonix_open.dom0.admin.context import Context
 from whonix_open.dom0.admin.findings import FAIL, PASS, WARN, Finding, finding
 from whonix_open.dom0.admin.inventory import Qube
-from whonix_open.dom0.backend import QubeInfo
+from whonix_open.dom0.backend import NoSuchQube, QubeInfo
 from whonix_open.dom0.config import Profile
 from whonix_open.dom0.disposable import MARKER_FEATURE
 from whonix_open.dom0.errors import Refusal
@@ -37,6 +37,19 @@ def _info(q: Qube) -> QubeInfo:
                     template_for_dispvms=q.template_for_dispvms, auto_cleanup=q.auto_cleanup)
 
 
+def _resolve(ctx: Context, members: list[Qube], profile: Profile) -> Plan | str | None:
+    """The broker's plan for a caller of this group, or why it refuses; None
+    if every one of them vanished meanwhile."""
+    for member in members:
+        try:
+            return make_plan(ctx.backend, _info(member), profile)
+        except Refusal as e:
+            return e.reason
+        except NoSuchQube:
+            continue  # that caller is gone; the plan of another one is the same
+    return None
+
+
 def plans(ctx: Context) -> dict[str, dict[Plan | str, list[str]]]:
     """profile -> (Plan, or the refusal's reason) -> caller names. Cached."""
     if ctx._plans or ctx.config is None:
@@ -44,11 +57,9 @@ def plans(ctx: Context) -> dict[str, dict[Plan | str, list[str]]]:
     for profile in ctx.config.profiles.values():
         outcome: dict[Plan | str, list[str]] = defaultdict(list)
         for members in callers(ctx).values():
-            try:
-                result: Plan | str = make_plan(ctx.backend, _info(members[0]), profile)
-            except Refusal as e:
-                result = e.reason
-            outcome[result] += [m.name for m in members]
+            result = _resolve(ctx, members, profile)
+            if result is not None:
+                outcome[result] += [m.name for m in members]
         ctx._plans[profile.name] = dict(outcome)
     return ctx._plans
 
