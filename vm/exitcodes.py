@@ -34,8 +34,9 @@ exit status:
   3        refused here: loop guard (inside a qubes.OpenInVM session) or
            require_whonix_gateway
   4        qrexec-client-vm is missing or ended abnormally
-  64-77    dom0 refused or failed (see DESIGN.md; passed through unchanged;
-           76: a link in an offline profile, 77: an app dom0 does not allow)
+  64-75    dom0 refused or failed (see DESIGN.md; passed through unchanged)
+  76, 77   dom0 refused a link in an offline profile (76), an app it does
+           not allow (77)
   125-127  qrexec failed (125), the policy denied the call (126), the service
            is not installed in dom0 (127)
   130/143  interrupted (SIGINT/SIGTERM); the original files are untouched
