@@ -30,6 +30,9 @@ setup(
     entry_points={
         "console_scripts": [
             "whonix-open = whonix_open.vm.cli:main",
+            "whonix-open-app = whonix_open.dom0.launch:main",
+            "whonix-open-link = whonix_open.vm.handlers:link_main",
+            "whonix-open-choose = whonix_open.vm.handlers:choose_main",
         ],
     },
 )
