@@ -67,10 +67,10 @@ class Limits(NamedTuple):
 
 
 # Apps a qube (or dom0's menu) may start in a disposable: name -> desktop id
-# in the disposable, without ".desktop" (what qubes.StartApp takes). The ids
-# are Whonix-Workstation's own (tb-starter's Tor Browser launcher; the Xfce
-# terminal of Whonix 17/18 on Qubes; QUBES-FACTS.md "Apps").
-BUILTIN_APPS = {"torbrowser": "janondisttorbrowser", "terminal": "xfce4-terminal"}
+# in the disposable, without ".desktop" (what qubes.StartApp takes): Whonix's
+# Tor Browser launcher, and the Qubes agent's own "Run Terminal", which runs
+# the template's x-terminal-emulator (Whonix 17 and 18 alike; QUBES-FACTS.md).
+BUILTIN_APPS = {"torbrowser": "janondisttorbrowser", "terminal": "qubes-run-terminal"}
 # A desktop file's basename: qrexec's argument charset minus "+" (the
 # separator), no "/" (qubes.StartApp looks it up under applications/).
 DESKTOP_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")

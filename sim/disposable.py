@@ -154,10 +154,10 @@ def _valid_caller(caller: str) -> bool:
 # a shell `case` on the line read, case-sensitive).
 URL_PREFIXES = ("http://", "https://", "ftp://")
 URL_READ_LIMIT = 1 << 20  # the real `read` has none; the simulation stops here
-# The desktop files a Whonix-Workstation disposable has (tb-starter's Tor
-# Browser, the Xfce terminal and file manager, systemcheck).
-WHONIX_WS_APPS = frozenset({"janondisttorbrowser", "xfce4-terminal", "thunar", "systemcheck",
-                            "anondist-torbrowser_update"})
+# Desktop files a Whonix-Workstation disposable has (Tor Browser, the Qubes
+# agent's "Run Terminal", a file manager, systemcheck).
+WHONIX_WS_APPS = frozenset({"janondisttorbrowser", "qubes-run-terminal", "thunar",
+                            "systemcheck", "anondist-torbrowser_update"})
 
 
 def _shell_read_line(fd: int) -> str:

@@ -212,7 +212,7 @@ def test_a_terminal_may_start_offline(broker, sim):
     r = _start_app(broker, arg="terminal+offline")
     assert r.code == Exit.OK, r.err
     assert "network=offline" in audit_line(r.err)
-    assert launched(sim)[0]["app"] == "xfce4-terminal.desktop"
+    assert launched(sim)[0]["app"] == "qubes-run-terminal.desktop"
 
 
 def test_the_disposable_lives_as_long_as_the_app(broker, sim):
