@@ -133,7 +133,11 @@ def _links_or_app(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> bo
     try:
         ns.links = [check_link(link) for link in links]
     except LinkError as exc:
-        parser.error(f"refused link {exc}")
+        from whonix_open.vm.report import Reporter  # a refusal: no usage text, a notification
+
+        Reporter(quiet=ns.quiet, use_notifications=not ns.no_notify).error(
+            f"refused link {exc}")
+        raise SystemExit(2) from None
     return True
 
 
