@@ -9,7 +9,6 @@ this imports only what it needs, and the file machinery (vm/run.py) not at all.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,9 +22,12 @@ _DOM0_CODES = frozenset(int(c) for c in Exit if c != Exit.OK)
 
 
 def _client() -> str | None:
-    found = shutil.which(QREXEC_CLIENT)
-    if found:
-        return found
+    """qrexec-client-vm on PATH (stand-ins first), else the agent's place; as
+    vm/transport.py finds it, without importing shutil (start-up time)."""
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or ".", QREXEC_CLIENT)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
     return QREXEC_CLIENT_FALLBACK if os.access(QREXEC_CLIENT_FALLBACK, os.X_OK) else None
 
 
@@ -101,6 +103,8 @@ def _profile(ns: object, default: str | None) -> str:
 
 
 def _report(ns: object, failures: list[tuple[str, str]], successes: list[str]) -> None:
+    if not failures and ns.quiet:
+        return  # nothing to say
     from whonix_open.vm.report import Reporter  # only now: start-up time
 
     reporter = Reporter(quiet=ns.quiet, use_notifications=not ns.no_notify)
