@@ -31,6 +31,7 @@ START_APP = "qubes.StartApp"
 class RelayTarget(NamedTuple):
     service: str  # the qrexec call into the disposable, argument included
     discard_output: bool  # True: the disposable's stdout goes to /dev/null
+    pass_input: bool = True  # False: its stdin is /dev/null (an app gets nothing)
 
 
 def relay_target(service: str, request: Request, config: Config,
@@ -50,5 +51,6 @@ def relay_target(service: str, request: Request, config: Config,
         if desktop_id is None:
             raise Refusal(Exit.APP_NOT_ALLOWED,
                           f"app {request.app} is not allowed (profiles.toml [apps])")
-        return RelayTarget(f"{START_APP}+{desktop_id}", discard_output=True)
+        # The caller's byte only says "start"; the app must not read the stream.
+        return RelayTarget(f"{START_APP}+{desktop_id}", discard_output=True, pass_input=False)
     raise Refusal(Exit.BAD_REQUEST, "unknown service")

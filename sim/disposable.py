@@ -220,7 +220,11 @@ def run_app(state: SimState, qube: str, argument: str, behaviour: str) -> int:
     if basename.removesuffix(".desktop") not in WHONIX_WS_APPS:
         print(f"applications/{basename} not found", file=sys.stderr)
         return 1
-    _launched(state, {"qube": qube, "kind": "app", "app": basename, "pid": os.getpid()})
+    st = os.fstat(0)
+    devnull = os.stat(os.devnull)
+    _launched(state, {"qube": qube, "kind": "app", "app": basename, "pid": os.getpid(),
+                      "stdin_is_devnull": (st.st_rdev, st.st_ino) == (devnull.st_rdev,
+                                                                     devnull.st_ino)})
     return _like_an_app(behaviour)
 
 

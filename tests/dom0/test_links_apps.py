@@ -206,6 +206,7 @@ def test_tor_browser_starts_in_a_checked_tor_disposable(broker, sim):
     assert "relay=qubes.StartApp+janondisttorbrowser" in line and "network=sys-whonix" in line
     services = [s["service"] for s in sim.services()]
     assert services == ["qubes.StartApp+janondisttorbrowser"]
+    assert got["stdin_is_devnull"]  # the caller's stream never reaches the app
 
 
 def test_a_terminal_may_start_offline(broker, sim):
