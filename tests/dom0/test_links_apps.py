@@ -298,3 +298,58 @@ def test_signal_while_the_app_runs_kills_its_disposable(broker, sim):
     finish(proc)
     assert proc.returncode == Exit.INTERNAL
     assert sim.disposables() == []
+
+
+# --- the same refusals as a file open, for links and apps ---------------------
+
+REQUESTS = {"link": (SERVICE_URL, "tor", URL), "app": (SERVICE_APP, "torbrowser+tor", b"\n")}
+
+
+def _request(broker, kind: str):
+    service, arg, data = REQUESTS[kind]
+    return broker.run(data, service=service, arg=arg)
+
+
+@pytest.mark.parametrize("kind", REQUESTS)
+@pytest.mark.parametrize(("fault", "value", "code"), [
+    ("wrong_klass", True, Exit.VERIFICATION_FAILED),
+    ("wrong_template", True, Exit.VERIFICATION_FAILED),
+    ("no_auto_cleanup", True, Exit.VERIFICATION_FAILED),
+    ("start_fails", True, Exit.DISPOSABLE_FAILED),
+    ("disposable_behaviour", "fail", Exit.DISPOSABLE_FAILED),
+    ("qubesd_unreachable", True, Exit.INTERNAL),
+])
+def test_each_failure_has_the_file_opens_code_and_leaves_nothing(broker, sim, kind, fault,
+                                                                 value, code):
+    sim.set_fault(fault, value)
+    r = _request(broker, kind)
+    assert r.code == code, r.err
+    if fault != "disposable_behaviour":
+        assert launched(sim) == []  # nothing started in a disposable that failed a check
+    if fault != "qubesd_unreachable":
+        assert sim.disposables() == []
+
+
+@pytest.mark.parametrize("kind", REQUESTS)
+def test_a_netvm_that_does_not_stick_is_67(broker, sim, kind):
+    sim.set_fault("netvm_set_ignored", True)
+    sim.set_property("whonix-workstation-18-dvm", "netvm", "sys-firewall")
+    r = _request(broker, kind)
+    assert r.code == Exit.NETWORK_REFUSED, r.err
+    assert launched(sim) == [] and sim.disposables() == []
+
+
+@pytest.mark.parametrize("kind", REQUESTS)
+def test_a_misconfigured_profile_is_66(broker, sim, kind):
+    broker.config.write_text('[profiles.tor]\ngateway = "sys-firewall"\n')
+    r = _request(broker, kind)
+    assert r.code == Exit.MISCONFIGURED, r.err
+    assert methods(sim).count(CREATE) == 0
+
+
+@pytest.mark.parametrize("kind", REQUESTS)
+def test_preloaded_disposables_follow_the_file_rules(broker, sim, kind):
+    sim.set_fault("preload", True)
+    r = _request(broker, kind)
+    assert r.code == Exit.OK, r.err
+    assert sim.disposables() == []
