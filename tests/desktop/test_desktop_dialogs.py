@@ -18,6 +18,8 @@ from desktop_gui import GuiSession, have
 from tests.helpers import wait_for
 from whonix_open.vm.dialogs import CHOICES
 
+pytestmark = pytest.mark.gui
+
 BIN = Path(sys.executable).parent  # whonix-open-link / whonix-open-choose (make venv)
 URL = "https://example.org/a?q=<b>bold</b>&x=1"
 DOC = "/home/user/Downloads/report.pdf"
