@@ -23,7 +23,29 @@ $(VENV)/.installed: setup.py pyproject.toml
 	$(VPY) -m pip install -q -e '.[test]'
 	touch $@
 
-venv: $(VENV)/.installed
+# The real Qubes libraries for tests/real (not on PyPI, installed --no-deps):
+# the unmodified wheels in $(UPSTREAM) when present, else built from the
+# upstream repositories at the same commits. If neither works, the venv is
+# still made (make demo needs neither) and tests/real fails naming them.
+UPSTREAM          ?= ../shared/upstream
+QUBESADMIN_COMMIT := 02bc30aa69894f09629255c347ee807d4b7b635a
+QREXEC_COMMIT     := b2822df6fc22e52dbaa721a25ba92040f342b8b6
+QUBESADMIN_GIT    := git+https://github.com/QubesOS/qubes-core-admin-client@$(QUBESADMIN_COMMIT)
+QREXEC_GIT        := git+https://github.com/QubesOS/qubes-core-qrexec@$(QREXEC_COMMIT)
+
+$(VENV)/.upstream: $(VENV)/.installed
+	@if ls $(UPSTREAM)/qubesadmin-*.whl $(UPSTREAM)/qrexec-*.whl >/dev/null 2>&1; then \
+		$(VPY) -m pip install -q --no-deps $(UPSTREAM)/qubesadmin-*.whl $(UPSTREAM)/qrexec-*.whl \
+			&& touch $@; \
+	elif $(VPY) -m pip install -q --no-deps "qubesadmin @ $(QUBESADMIN_GIT)" \
+			"qrexec @ $(QREXEC_GIT)"; then \
+		touch $@; \
+	else \
+		echo "WARNING: qubesadmin/qrexec not installed (no $(UPSTREAM), upstream not" \
+			"reachable): make demo works, tests/real will fail"; \
+	fi
+
+venv: $(VENV)/.installed $(VENV)/.upstream
 
 # Debian packages (Xvfb, the four file managers, desktop-file-utils, shellcheck).
 system-deps:

@@ -2,23 +2,30 @@
 
 - `whonix_open.dom0.qubesadmin_backend` (the only module that imports
   `qubesadmin`): the real dom0, through `qubesadmin.Qubes()`.
-- `whonix_open.sim.backend`: the simulated Qubes of the tests and the demo.
+- the simulated Qubes of the tests and the demo, which is not part of the
+  broker: it offers itself as an entry point in group `whonix_open.backends`
+  (setup.py; the dom0 install ships neither it nor the entry point), or a
+  process injects one with `use_backend()` - as qubesadmin's tools take an
+  injected `app`. `connect()` never imports it by name.
 
-The backend is chosen explicitly by `connect()`: the simulation only when
-WHONIX_OPEN_BACKEND=sim is set (the dom0 package does not even ship it), never
-as a fallback when qubesadmin is missing.
+The backend is chosen explicitly by `connect()`: WHONIX_OPEN_BACKEND unset or
+'qubesadmin' is the real dom0; any other value must name an offered backend,
+never a fallback when qubesadmin is missing.
 
-Each method documents the Admin API calls it stands for, so that the call
-budget of one open (see benchmarks/) means the same thing in both backends.
+Each method documents the Admin API calls it makes (as counted at qubesd's
+socket with the real library), so that the call budget of one open (see
+README, "Admin API calls per open") means the same thing in both backends.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from typing import IO, NamedTuple, Protocol
 
 BACKEND_ENV = "WHONIX_OPEN_BACKEND"
+ENTRY_POINTS = "whonix_open.backends"
 
 
 class BackendError(Exception):
@@ -38,7 +45,9 @@ class NotRunning(BackendError):
 
 
 class QubeInfo(NamedTuple):
-    """The properties the broker needs of one qube, read in one go."""
+    """The properties the broker needs of one qube, read in one go: one
+    admin.vm.property.GetAll, whose stateless properties `klass` and `xid`
+    give the class and whether it runs (qubes/vm/__init__.py, qubesvm.py)."""
 
     name: str
     klass: str
@@ -48,6 +57,10 @@ class QubeInfo(NamedTuple):
     template_for_dispvms: bool = False
     auto_cleanup: bool = False
     qrexec_timeout: int = 60
+    management_dispvm: str | None = None
+    label: str | None = None
+    uuid: str | None = None
+    xid: int = -1  # qubesd's domain id: -1 = not running (Halted)
 
 
 class Relay(Protocol):
@@ -62,11 +75,11 @@ class Relay(Protocol):
 
 class Backend(Protocol):
     def qube_classes(self) -> dict[str, str]:
-        """All qubes, name -> class. admin.vm.List."""
+        """All qubes, name -> class. One admin.vm.List on dom0."""
 
     def info(self, name: str) -> QubeInfo:
-        """A fresh read of one qube's properties. admin.vm.property.GetAll.
-        Raises NoSuchQube."""
+        """A fresh read of one qube's properties, class included: one
+        admin.vm.property.GetAll. Raises NoSuchQube."""
 
     def feature_with_template(self, name: str, key: str) -> str | None:
         """features.check_with_template(key, None): the value on the qube or
@@ -87,22 +100,30 @@ class Backend(Protocol):
 
     def create_disposable(self, dvm: str) -> str:
         """admin.vm.CreateDisposable on the DVM template; returns the new
-        disposable's name. It may be a preloaded one that is already running."""
+        disposable's name. On R4.3 it may be a preloaded one that is already
+        running (booted with the DVM template's netvm)."""
 
-    def set_netvm(self, name: str, netvm: str | None) -> None:
-        """Set the netvm (None = no network). admin.vm.property.Set."""
+    def create_dispvm(self, dvm: str, name: str, label: str) -> None:
+        """admin.vm.Create.DispVM on the DVM template: a halted DispVM that
+        never comes from the preload queue, auto_cleanup off (set it before
+        start). Raises BackendError if *name* is taken."""
+
+    def set_property(self, name: str, key: str, value: str | None) -> None:
+        """admin.vm.property.Set; None = empty (no netvm, no default_dispvm)."""
 
     def start(self, name: str) -> None:
         """admin.vm.Start."""
 
     def power_state(self, name: str) -> str:
-        """'Halted', 'Running', ... admin.vm.List on that qube."""
+        """'Halted', 'Running', ... admin.vm.CurrentState. Raises NoSuchQube
+        or BackendError, never answers 'NA'."""
 
     def run_service(self, name: str, service: str, *, stdin: int | IO[bytes],
                     stdout: int | IO[bytes], connect_timeout: int) -> Relay:
         """Call *service* in the running qube with these file descriptors as
-        its stdin/stdout (the broker never reads them). Does not start the
-        qube. (one admin.vm.List to check it runs, then dom0's qrexec-client)"""
+        its stdin/stdout (the broker never reads them). Never starts the
+        qube. No Admin API call: dom0's qrexec-client reaches only a running
+        qube's qrexec-daemon."""
 
     def kill(self, name: str) -> None:
         """admin.vm.Kill. Raises NotRunning if it is not running."""
@@ -113,28 +134,68 @@ class Backend(Protocol):
 
     def watch_netvm(self, name: str,
                     on_change: Callable[[str | None], None]) -> Callable[[], None]:
-        """Call *on_change* (from any thread) whenever the qube's netvm is set
-        or reset, and also if watching itself breaks (the broker then cannot
-        vouch for the network path). Its argument is the netvm the event
-        names ('' for none), or None when that is not known (a reset, a
-        deletion, a broken watch). Returns a function that stops watching."""
+        """One admin.Events stream on the qube. Calls *on_change* (from any
+        thread) with the new netvm name of every property-set:netvm ('' for
+        none), and with None when the value is unknown: property-reset or
+        property-del of netvm, or the watch itself broke. Returns a function
+        that stops watching."""
 
     @property
     def calls(self) -> int:
         """How many Admin API calls this backend made so far."""
 
 
-def connect(env: dict[str, str] | None = None) -> Backend:
+def parse_get_all(text: str) -> dict[str, str]:
+    """admin.vm.property.GetAll's reply (qubes/api/admin.py
+    `_property_get_all`: `NAME default=BOOL type=TYPE VALUE` per line, with
+    backslash and newline escaped) -> name -> value text ('' = None)."""
+    props: dict[str, str] = {}
+    for line in text.splitlines():
+        name, _default, _type, value = [*line.split(" ", 3), "", "", ""][:4]
+        props[name] = re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], value)
+    return props
+
+
+def qube_info(name: str, props: Mapping[str, str]) -> QubeInfo:
+    """QubeInfo from parse_get_all(); a property the qube lacks (`template` of
+    a TemplateVM, ...) reads as its default here."""
+    def opt(key: str) -> str | None:
+        return props.get(key) or None
+    return QubeInfo(
+        name=name, klass=props.get("klass", ""), template=opt("template"),
+        netvm=opt("netvm"), default_dispvm=opt("default_dispvm"),
+        template_for_dispvms=props.get("template_for_dispvms") == "True",
+        auto_cleanup=props.get("auto_cleanup") == "True",
+        qrexec_timeout=int(props.get("qrexec_timeout") or 60),
+        management_dispvm=opt("management_dispvm"), label=opt("label"), uuid=opt("uuid"),
+        xid=int(props.get("xid") or -1))
+
+
+_registered: dict[str, Callable[[Mapping[str, str]], Backend]] = {}
+
+
+def use_backend(choice: str, factory: Callable[[Mapping[str, str]], Backend]) -> None:
+    """Inject a backend that WHONIX_OPEN_BACKEND=*choice* selects in this
+    process (a test or a tool that runs the broker in-process)."""
+    _registered[choice] = factory
+
+
+def connect(env: Mapping[str, str] | None = None) -> Backend:
     """The backend named by WHONIX_OPEN_BACKEND: unset or 'qubesadmin' for the
-    real dom0, 'sim' for the simulated Qubes. Anything else is an error."""
+    real dom0, else one injected with use_backend() or offered as an entry
+    point. Anything else is an error."""
     env = os.environ if env is None else env
     choice = env.get(BACKEND_ENV, "qubesadmin")
     if choice == "qubesadmin":
         from whonix_open.dom0.qubesadmin_backend import QubesadminBackend
 
         return QubesadminBackend()
-    if choice == "sim":
-        from whonix_open.sim.backend import SimBackend  # not shipped in dom0
+    factory = _registered.get(choice)
+    if factory is None:
+        from importlib.metadata import entry_points
 
-        return SimBackend.from_env(env)
-    raise BackendError(f"unknown {BACKEND_ENV}={choice!r}")
+        found = entry_points(group=ENTRY_POINTS, name=choice)
+        if not found:
+            raise BackendError(f"unknown {BACKEND_ENV}={choice!r}")
+        factory = next(iter(found)).load()
+    return factory(env)

@@ -1,15 +1,21 @@
 """Create, enforce, verify and destroy the disposable (DESIGN.md,
-"Enforcement" 3-5 and 7).
+"Enforcement" 3-5 and 7, "Preloaded disposables").
 
-The disposable comes only from admin.vm.CreateDisposable on the chosen DVM
-template. Its netvm is set while it is still halted; a preloaded (already
-running) one is kept only if it already has exactly the required netvm, and
-never for offline. After start, class, template, auto_cleanup and netvm are
-read back fresh; any mismatch kills it.
+Two ways to a disposable, chosen by the plan:
+- the DVM template's own netvm is the plan's network (`plan.fits_dvm`):
+  admin.vm.CreateDisposable, which on R4.3 may hand out a preloaded one that
+  is already running - booted with exactly that netvm, so it fits;
+- otherwise admin.vm.Create.DispVM: a new, halted DispVM that never comes
+  from (or drains) the preload queue; auto_cleanup and the netvm are set
+  before its first start.
+Either way its default_dispvm is set to none before it starts (or, for a
+preloaded one, before the relay). verify() then reads everything back and,
+only if all is right, starts a disposable that is still halted.
 """
 
 from __future__ import annotations
 
+import os
 import syslog
 from collections.abc import Callable
 
@@ -31,61 +37,70 @@ MARKER_FEATURE = "whonix-open-session"
 # Visible to qrexec policy: 70-whonix-open.policy denies a disposable with
 # this tag every service that would open data in another qube (DESIGN.md).
 CONTAINED_TAG = "whonix-open-disposable"
-# CreateDisposable may keep handing out preloaded disposables; don't loop forever.
+# Create.DispVM needs a name. Not dispNNNN: qubesd names its own disposables
+# "disp" + a dispid it picks among unused dispids, not unused names, so ours
+# could make someone's CreateDisposable fail. A random one may be taken: retry.
+NAME_PREFIX = "whonix-open-disp"
 MAX_CREATE_ATTEMPTS = 3
 
 
-def _create_one(backend: Backend, plan: Plan, session_id: str,
-                on_created: Callable[[str], None]) -> str | None:
-    """A disposable with the plan's netvm, started; None if a preloaded one
-    had to be thrown away."""
-    # A signal while qubesd creates it would leave a disposable whose name
-    # nobody recorded: hold signals until the session record names it.
-    with signals.deferred():
+def _new_name() -> str:
+    return f"{NAME_PREFIX}{int.from_bytes(os.urandom(4), 'little') % 9999 + 1}"
+
+
+def _create(backend: Backend, plan: Plan) -> str:
+    """A new disposable of plan.dvm: from the preload queue only if it fits."""
+    if plan.fits_dvm:
+        return backend.create_disposable(plan.dvm)
+    for attempt in range(MAX_CREATE_ATTEMPTS):
+        name = _new_name()
         try:
-            name = backend.create_disposable(plan.dvm)
+            backend.create_dispvm(plan.dvm, name, plan.label)
+            return name
         except QubesdUnreachable:
             raise
-        except BackendError as e:
-            raise Refusal(Exit.DISPOSABLE_FAILED,
-                          f"CreateDisposable on {plan.dvm} failed: {e}") from None
-        on_created(name)  # from here on, every exit path destroys it
-    try:
-        running = backend.power_state(name) != "Halted"
-        backend.add_tag(name, CONTAINED_TAG)
-        backend.set_feature(name, MARKER_FEATURE, session_id)
-        if running:
-            # A preloaded disposable booted with the DVM template's netvm.
-            if plan.gateway is None or backend.info(name).netvm != plan.gateway:
-                log_line(f"preloaded disposable {name} has the wrong network; replacing it")
-                return None  # the next on_created() destroys it
-        else:
-            backend.set_netvm(name, plan.gateway)
-            backend.start(name)
-    except QubesdUnreachable:
-        raise
-    except BackendError as e:
-        raise Refusal(Exit.DISPOSABLE_FAILED, f"disposable {name} could not be started: {e}") \
-            from None
-    return name
+        except BackendError:  # most likely the name is taken
+            if attempt == MAX_CREATE_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def provision(backend: Backend, plan: Plan, session_id: str,
               on_created: Callable[[str], None]) -> str:
-    """A started disposable for *plan* (the caller watches, then verifies it).
-    *on_created* is told every name that CreateDisposable returned, before
-    anything else happens to it; it must destroy the previous one."""
-    for _ in range(MAX_CREATE_ATTEMPTS):
-        name = _create_one(backend, plan, session_id, on_created)
-        if name is not None:
-            return name
-    raise Refusal(Exit.DISPOSABLE_FAILED,
-                  f"CreateDisposable on {plan.dvm} kept returning preloaded disposables "
-                  f"with the wrong network")
+    """A disposable for *plan*, with everything set that must be set before
+    its first start; verify() starts it. *on_created* is told the name
+    CreateDisposable / Create.DispVM produced before anything else happens to
+    it (from then on every exit path destroys it)."""
+    # A signal while qubesd creates it would leave a disposable whose name
+    # nobody recorded: hold signals until the session record names it.
+    with signals.deferred():
+        try:
+            name = _create(backend, plan)
+        except QubesdUnreachable:
+            raise
+        except BackendError as e:
+            raise Refusal(Exit.DISPOSABLE_FAILED,
+                          f"creating a disposable of {plan.dvm} failed: {e}") from None
+        on_created(name)  # from here on, every exit path destroys it
+    try:
+        backend.add_tag(name, CONTAINED_TAG)
+        backend.set_feature(name, MARKER_FEATURE, session_id)
+        if not plan.fits_dvm:
+            backend.set_property(name, "auto_cleanup", "True")
+            backend.set_property(name, "netvm", plan.gateway)
+        # No nested disposable with another network (DESIGN.md, "Nested disposables").
+        backend.set_property(name, "default_dispvm", None)
+    except QubesdUnreachable:
+        raise
+    except BackendError as e:
+        raise Refusal(Exit.DISPOSABLE_FAILED, f"disposable {name} could not be prepared: {e}") \
+            from None
+    return name
 
 
 def verify(backend: Backend, name: str, plan: Plan) -> QubeInfo:
-    """Read everything back, fresh, and refuse on any difference."""
+    """Read everything back, fresh, and refuse on any difference; then start
+    the disposable if it is still halted (a preloaded one already runs)."""
     info = backend.info(name)
     if info.klass != "DispVM":
         raise Refusal(Exit.VERIFICATION_FAILED, f"{name} is a {info.klass}, not a DispVM")
@@ -95,9 +110,20 @@ def verify(backend: Backend, name: str, plan: Plan) -> QubeInfo:
     if not info.auto_cleanup:
         destroy(backend, name, remove=True)  # a kill alone would leave it behind
         raise Refusal(Exit.VERIFICATION_FAILED, f"{name} does not have auto_cleanup")
+    if info.default_dispvm is not None:
+        raise Refusal(Exit.VERIFICATION_FAILED,
+                      f"{name} has default_dispvm {info.default_dispvm} instead of none")
     if info.netvm != plan.gateway:
         raise Refusal(Exit.NETWORK_REFUSED,
                       f"{name} has netvm {info.netvm or 'none'} instead of {plan.network}")
+    if info.xid == -1:  # not running: a fresh one (a preloaded one runs already)
+        try:
+            backend.start(name)
+        except QubesdUnreachable:
+            raise
+        except BackendError as e:
+            raise Refusal(Exit.DISPOSABLE_FAILED, f"disposable {name} could not be started: {e}") \
+                from None
     return info
 
 

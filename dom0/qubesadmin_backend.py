@@ -4,21 +4,30 @@ qubesadmin is a dom0 system package (not on PyPI); it is imported when this
 backend is created, never at module import, so the rest of the broker and
 its tests run without it.
 
-`app.cache_enabled` makes the first property read of a qube one
-admin.vm.property.GetAll. qubesadmin then also keeps a qube object's power
-state (and class) until an event updates it (qubesadmin/vm/__init__.py
-get_power_state), so `info()`, `power_state()` and `run_service()` (whose
-autostart=False check reads the power state) each use a new object: every
-`info()` is exactly one fresh GetAll, every power state one fresh CurrentState.
+Call counts (each method's Admin API calls, as seen at qubesd's socket):
+Properties, the class and the power state are read as reply text straight
+through `app.qubesd_call` (one admin.vm.property.GetAll per `info()`, whose
+stateless `klass` and `xid` carry class and "running"; one
+admin.vm.CurrentState per `power_state()`): qubesadmin's own `vm.klass` is
+one more admin.vm.List per object, `get_power_state()` answers "NA" instead
+of raising for a missing qube or a refused call, and iterating `app.domains`
+asks the class of every cached object - for a `dom0` object (reached through
+guivm/audiovm) with admin.vm.List on dom0, which lists every qube and fails
+qubesadmin's own assertion (qubesadmin/vm/__init__.py `klass`).
+
+WHONIX_OPEN_QUBESD_SOCKET (tests only; unset on dom0) points qubesadmin's
+QubesLocal at another qubesd socket, WHONIX_OPEN_QREXEC_CLIENT at another
+qrexec-client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any
 
 from whonix_open.dom0.backend import (
@@ -28,92 +37,80 @@ from whonix_open.dom0.backend import (
     QubeInfo,
     QubesdUnreachable,
     Relay,
+    parse_get_all,
+    qube_info,
 )
 
 WATCH_READY_TIMEOUT = 10.0
+QUBESD_SOCKET_ENV = "WHONIX_OPEN_QUBESD_SOCKET"
+QREXEC_CLIENT_ENV = "WHONIX_OPEN_QREXEC_CLIENT"
 NETVM_EVENTS = ("property-set:netvm", "property-reset:netvm", "property-del:netvm")
 
 
-def _name(value: Any) -> str | None:  # value: a qubesadmin VM or None
-    return None if value is None else str(value)
-
-
-def _prop(vm: Any, name: str, default: Any, unreadable: type[Exception]) -> Any:
-    """A property the qube may lack (`template` of a TemplateVM, ...) reads
-    as *default*. One that could not be read is an error, not a default:
-    qubesadmin's QubesPropertyAccessError is an AttributeError too, and a
-    netvm defaulting to None would read as "offline"."""
-    try:
-        return getattr(vm, name)
-    except unreadable:
-        raise
-    except AttributeError:
-        return default
-
-
 class QubesadminBackend:
-    def __init__(self, app: Any = None) -> None:
+    def __init__(self, app: Any = None, env: Mapping[str, str] | None = None) -> None:
         import qubesadmin
+        import qubesadmin.config
         import qubesadmin.exc
 
+        env = os.environ if env is None else env
         self._exc = qubesadmin.exc
         self._calls = 0
-        with self._translate():
+        self._qrexec_client = env.get(QREXEC_CLIENT_ENV) or qubesadmin.config.QREXEC_CLIENT
+        with self._translate(0):
+            if app is None and env.get(QUBESD_SOCKET_ENV):
+                import qubesadmin.app
+
+                # process-wide: QubesLocal and the events reader read it there
+                qubesadmin.config.QUBESD_SOCKET = env[QUBESD_SOCKET_ENV]
+                app = qubesadmin.app.QubesLocal()
             self.app = app if app is not None else qubesadmin.Qubes()
         self.app.cache_enabled = True
 
     @contextlib.contextmanager
-    def _translate(self) -> Iterator[None]:
+    def _translate(self, calls: int = 1) -> Iterator[None]:
         """qubesadmin's exceptions -> the backend's."""
         exc = self._exc
-        self._calls += 1
+        self._calls += calls
         try:
             yield
         except exc.QubesVMNotFoundError as e:
             raise NoSuchQube(str(e)) from None
         except exc.QubesVMNotStartedError as e:  # includes QubesVMNotRunningError
             raise NotRunning(str(e)) from None
-        except (exc.QubesDaemonNoResponseError,
-                getattr(exc, "QubesDaemonCommunicationError", exc.QubesDaemonNoResponseError),
-                ConnectionError, FileNotFoundError) as e:
-            # qubesd's socket missing or refusing: QubesDaemonCommunicationError
+        except (exc.QubesDaemonCommunicationError, ConnectionError, FileNotFoundError) as e:
+            # no socket, refused, empty reply (qubesd failed or is going away)
             raise QubesdUnreachable(str(e)) from None
-        except exc.QubesException as e:
+        except (exc.QubesException, exc.PermissionDenied) as e:
             raise BackendError(f"{type(e).__name__}: {e}") from None
+        except (AssertionError, ValueError, UnicodeDecodeError) as e:
+            # qubesadmin's ProtocolError is an AssertionError; a reply we
+            # cannot parse is a failed call, never a value
+            raise BackendError(f"unexpected reply from qubesd: {type(e).__name__}") from None
 
     @property
     def calls(self) -> int:
         return self._calls
 
-    def _vm(self, name: str, *, fresh: bool = False) -> Any:
+    def _vm(self, name: str) -> Any:
         # get_blind: no admin.vm.List round trip just to build the object.
-        if fresh:  # forget the cached object: no stale properties or power state
-            self.app.domains.clear_cache(invalidate_name=name)
         return self.app.domains.get_blind(name)
+
+    def _text(self, dest: str, method: str, arg: str | None = None,
+              payload: bytes | None = None) -> str:
+        return self.app.qubesd_call(dest, method, arg, payload).decode("ascii")
 
     def qube_classes(self) -> dict[str, str]:
         with self._translate():
-            self.app.domains.clear_cache()
-            return {vm.name: vm.klass for vm in self.app.domains}
+            return {name: fields["class"]
+                    for name, fields in map(_list_line, self._text("dom0", "admin.vm.List")
+                                            .splitlines())}
 
     def info(self, name: str) -> QubeInfo:
         with self._translate():
-            vm = self._vm(name, fresh=True)
-            klass = vm.klass
-
-            def prop(key: str, default: Any) -> Any:
-                return _prop(vm, key, default, self._exc.QubesPropertyAccessError)
-
-            return QubeInfo(
-                name=name,
-                klass=klass,
-                template=_name(prop("template", None)),
-                netvm=_name(prop("netvm", None)),
-                default_dispvm=_name(prop("default_dispvm", None)),
-                template_for_dispvms=bool(prop("template_for_dispvms", False)),
-                auto_cleanup=bool(prop("auto_cleanup", False)),
-                qrexec_timeout=int(prop("qrexec_timeout", 60)),
-            )
+            # The reply text itself: qubesadmin's `vm.klass` would cost an
+            # admin.vm.List more, and `klass` and `xid` are in GetAll.
+            return qube_info(name, parse_get_all(self._text(name, "admin.vm.property.GetAll")))
 
     def feature_with_template(self, name: str, key: str) -> str | None:
         with self._translate():
@@ -127,20 +124,26 @@ class QubesadminBackend:
         with self._translate():
             self._vm(name).features[key] = value
 
+    def tags(self, name: str) -> frozenset[str]:
+        with self._translate():
+            return frozenset(self._vm(name).tags)
+
     def create_disposable(self, dvm: str) -> str:
-        import qubesadmin.vm
-
         with self._translate():
-            wrapper = qubesadmin.vm.DispVM.from_appvm(self.app, dvm)
-            if hasattr(wrapper, "create_disposable"):
-                wrapper.create_disposable()  # admin.vm.CreateDisposable on dvm
-                return wrapper.name
-            # qubesadmin before create_disposable(): the same Admin API call.
-            return self.app.qubesd_call(dvm, "admin.vm.CreateDisposable").decode("ascii")
+            # The Admin API call itself: qubesadmin's DispVM wrapper would add
+            # an admin.vm.List for the class on first use.
+            return self._text(dvm, "admin.vm.CreateDisposable")
 
-    def set_netvm(self, name: str, netvm: str | None) -> None:
+    def create_dispvm(self, dvm: str, name: str, label: str) -> None:
         with self._translate():
-            self._vm(name).netvm = netvm  # None is sent as '' = no netvm
+            # Not app.add_new_vm: it lists all qubes afterwards (and iterates
+            # the cached objects, see the module docstring).
+            self._text("dom0", "admin.vm.Create.DispVM", dvm,
+                       f"name={name} label={label}".encode("ascii"))
+
+    def set_property(self, name: str, key: str, value: str | None) -> None:
+        with self._translate():
+            setattr(self._vm(name), key, value)  # None is sent as '' = none
 
     def start(self, name: str) -> None:
         with self._translate():
@@ -148,17 +151,22 @@ class QubesadminBackend:
 
     def power_state(self, name: str) -> str:
         with self._translate():
-            return self._vm(name, fresh=True).get_power_state()
+            fields = dict(item.split("=", 1)
+                          for item in self._text(name, "admin.vm.CurrentState").split())
+            return fields["power_state"]
 
     def run_service(self, name: str, service: str, *, stdin: int | IO[bytes],
                     stdout: int | IO[bytes], connect_timeout: int) -> Relay:
-        with self._translate():
-            # autostart=False: if the disposable died since verification, fail
-            # instead of booting it again unchecked (checked on a fresh object).
-            self._vm(name, fresh=True)
-            return self.app.run_service(name, service, autostart=False, stdin=stdin,
-                                        stdout=stdout, stderr=subprocess.DEVNULL,
-                                        connect_timeout=connect_timeout)
+        """dom0's qrexec-client, as qubesadmin's run_service builds it for a
+        qube, without its autostart/is_running Admin API call: qrexec-client
+        connects only to a running qube's qrexec-daemon and never starts one."""
+        try:
+            return subprocess.Popen(
+                [self._qrexec_client, "-d", name, "-w", str(int(connect_timeout)),
+                 f"DEFAULT:QUBESRPC {service}{'' if '+' in service else '+'} dom0"],
+                stdin=stdin, stdout=stdout, stderr=subprocess.DEVNULL)
+        except OSError as e:
+            raise BackendError(f"cannot run {self._qrexec_client}: {e.strerror}") from None
 
     def kill(self, name: str) -> None:
         with self._translate():
@@ -168,10 +176,6 @@ class QubesadminBackend:
         with self._translate():
             del self.app.domains[name]
 
-    def tags(self, name: str) -> frozenset[str]:
-        with self._translate():
-            return frozenset(self._vm(name).tags)
-
     def add_tag(self, name: str, tag: str) -> None:
         with self._translate():
             self._vm(name).tags.add(tag)
@@ -180,7 +184,7 @@ class QubesadminBackend:
                     on_change: Callable[[str | None], None]) -> Callable[[], None]:
         """admin.Events for this qube, in a thread with its own event loop.
         Ready once qubesd's `connection-established` arrives; if the stream
-        ends or fails before stop(), that too is reported as a change."""
+        ends or fails before stop(), that is reported as None (unknown)."""
         import qubesadmin.events
 
         self._calls += 1
@@ -195,8 +199,7 @@ class QubesadminBackend:
                 came_up.append(True)
                 settled.set()
             elif str(subject) == name:
-                value = kwargs.get("newvalue") if event == "property-set:netvm" else None
-                on_change(value if isinstance(value, str) else None)
+                on_change(netvm_value(event, kwargs))
 
         for event in (*NETVM_EVENTS, "connection-established"):
             dispatcher.add_handler(event, handler)
@@ -226,3 +229,18 @@ class QubesadminBackend:
             stop()
             raise BackendError("the admin.Events stream did not come up")
         return stop
+
+
+def _list_line(line: str) -> tuple[str, dict[str, str]]:
+    """One admin.vm.List line: 'NAME class=C state=S uuid=U' (qubes/api/admin.py)."""
+    name, _, rest = line.partition(" ")
+    return name, dict(item.split("=", 1) for item in rest.split())
+
+
+def netvm_value(event: str, kwargs: Mapping[str, Any]) -> str | None:
+    """The new netvm of a property-set:netvm ('' for none: qubesd sends None
+    as the text 'None'); None when the value is unknown (reset, del)."""
+    if event != "property-set:netvm":
+        return None
+    value = str(kwargs.get("newvalue", ""))
+    return "" if value in ("", "None") else value

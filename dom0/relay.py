@@ -15,10 +15,11 @@ Before any disposable exists, `wait_for_caller` waits (poll, never read) for
 the caller's stream: qrexec-daemon starts a dom0 service before the caller's
 data connection is there, and one that never comes must cost no disposable.
 
-A dom0 service's stdout is a socketpair end held by dom0's qrexec-client
-(libqrexec exec.c do_fork_exec). When the caller's connection goes away,
-qrexec-client only shutdown()s it (process_io.c close_stdout: SHUT_RD) and
-waits for us: poll() reports nothing for that, so a zero-byte send is tried
+A dom0 service's stdout is a socketpair end held by qrexec-daemon, which
+forks a qube's call to dom0 itself (daemon/qrexec-daemon.c run_qrexec_to_dom0,
+libqrexec exec.c do_fork_exec). When the caller's connection goes away, it
+only shutdown()s it (process_io.c close_stdout: SHUT_RD) and waits for us:
+poll() reports nothing for that, so a zero-byte send is tried
 every PROBE_INTERVAL_MS (EPIPE = gone). A pipe (tests) reports POLLERR.
 """
 

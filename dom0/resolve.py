@@ -22,6 +22,10 @@ class Plan(NamedTuple):
     profile: str
     dvm: str
     gateway: str | None  # None: offline
+    # The DVM template's own netvm is the plan's network: its disposables,
+    # preloaded ones too, may be used (DESIGN.md, "Preloaded disposables").
+    fits_dvm: bool = False
+    label: str = "red"  # for a DispVM created outside the preload queue
 
     @property
     def network(self) -> str:
@@ -135,4 +139,5 @@ def choose_gateway(backend: Backend, dvm: QubeInfo, profile: Profile) -> str:
 def make_plan(backend: Backend, caller: QubeInfo, profile: Profile) -> Plan:
     dvm, dvm_info = choose_dvm(backend, caller, profile)
     gateway = None if profile.offline else choose_gateway(backend, dvm_info, profile)
-    return Plan(profile=profile.name, dvm=dvm, gateway=gateway)
+    return Plan(profile=profile.name, dvm=dvm, gateway=gateway,
+                fits_dvm=dvm_info.netvm == gateway, label=dvm_info.label or "red")

@@ -7,7 +7,9 @@ StartAppInDisposable: one broker, step by step.
     -> connect to qubesd (73)  ->  check the caller (64, loop 72)
     -> take a session slot counted against the caller's owner (68)
     -> remove what dead sessions left  ->  choose DVM template and gateway (66)
-    -> create, set netvm, start (69)  ->  watch the netvm, verify (70, 67)
+    -> create (CreateDisposable if the DVM's netvm fits, else Create.DispVM),
+       contain it, set what must be set before its first start (69)
+    -> watch the netvm, read everything back (70, 67), start it if halted (69)
     -> relay until the viewer closes (71, 69, lifetime 74)
     -> kill the disposable, always.
 

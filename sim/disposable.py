@@ -31,7 +31,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from whonix_open.dom0.backend import BackendError
 from whonix_open.openinvm import HEADER_SIZE, VIEW_ONLY_PREFIX
+from whonix_open.sim import qubesd
 from whonix_open.sim.state import SimState, StateError
 
 CHUNK = 1 << 16
@@ -134,15 +136,13 @@ def _note_reply(state: SimState, pid: int, sent: int) -> None:
 
 
 def _change_netvm(state: SimState, qube: str, netvm: str) -> None:
-    """What an administrator's qvm-prefs in dom0 would do mid-session."""
-    with state.transaction() as st:
-        q = st["qubes"].get(qube)
-        if q is None:
-            return
-        q["netvm"] = netvm or None
-        q["netvm_set_count"] = q.get("netvm_set_count", 0) + 1
-        st["calls"].append({"method": "admin.vm.property.Set", "dest": qube,
-                            "arg": "netvm", "pid": os.getpid()})
+    """What an administrator's qvm-prefs in dom0 would do mid-session: an
+    admin.vm.property.Set through the qubesd model (refusals are ignored)."""
+    from whonix_open.sim.backend import call_logged
+
+    with contextlib.suppress(BackendError):
+        call_logged(state, qubesd.Call("admin.vm.property.Set", "dom0", qube, "netvm",
+                                       netvm.encode("ascii")))
 
 
 def _valid_caller(caller: str) -> bool:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from whonix_open.sim import qubesd
 from whonix_open.sim import scenario as scenarios
 from whonix_open.sim.backend import kill_processes
 from whonix_open.sim.qrexec_client import CALLER_ENV
@@ -45,6 +46,7 @@ class SimQubes:
             loaded = scenarios.load(scenario)
         sim = cls(directory)
         sim.state.initialise(empty_state(loaded["qubes"], loaded["faults"]))
+        sim.settle()  # qubesd fills the preload queues when it starts
         return sim
 
     # --- looking -----------------------------------------------------------
@@ -119,9 +121,9 @@ class SimQubes:
                 value = ""  # the scenario spelling of "none"
             checked = scenarios.validate({"qubes": {qube: {key: value}}}, "set_property",
                                          base={"qubes": st["qubes"], "faults": {}})
+            old = q.get(key)
             q[key] = checked["qubes"][qube][key]
-            if key == "netvm":
-                q["netvm_set_count"] = q.get("netvm_set_count", 0) + 1
+            qubesd.admin_changed(st, qube, key, old)
 
     def add_qube(self, name: str, **fields: Any) -> None:
         """Add a qube described as in a scenario's [qubes.NAME] table
@@ -149,6 +151,17 @@ class SimQubes:
                 features.pop(key, None)
             else:
                 features[key] = str(value)
+            qubesd.admin_feature_set(st, qube, key)
+
+    def settle(self) -> None:
+        """Let the simulated qubesd catch up with what is due by now (refill
+        preload queues) without an Admin API call."""
+        with self.state.transaction() as st:
+            qubesd.tick(st, time.time(), kill_processes)
+
+    def preloads(self, dvm: str) -> list[str]:
+        """The DVM template's ready preloaded disposables (feature preload-dispvm)."""
+        return qubesd.preload_list(self.qubes()[dvm])
 
     def kill_leftovers(self) -> None:
         """SIGKILL every disposable-side process still recorded (test teardown)."""

@@ -63,14 +63,15 @@ FAULTS: dict[str, tuple[tuple[type, ...], Any]] = {
     "start_delay": ((int, float), 0),        # seconds a Start takes (a slow boot)
     "kill_fails": ((int,), 0),               # this many Kill calls fail (then they work)
     "qubesd_unreachable": ((bool,), False),  # every call raises QubesdUnreachable
-    "preload": ((bool,), False),             # CreateDisposable hands out a running one
     "netvm_set_ignored": ((bool,), False),   # property.Set netvm does nothing
+    "default_dispvm_set_ignored": ((bool,), False),  # ... and so for default_dispvm
     "wrong_klass": ((bool,), False),         # new disposables read back as AppVM
     "no_auto_cleanup": ((bool,), False),     # new disposables lack auto_cleanup (like a named one)
     "wrong_template": ((bool, str), False),  # ... read back with another template
     "disposable_behaviour": ((str,), "edit"),  # what the disposable side does, BEHAVIOURS
     "netvm_change_to": ((str,), None),       # disposable side sets its netvm ("" = none)
     "policy_deny": ((list,), None),          # services the qrexec stand-in refuses (126)
+    "qubesd_refuses": ((list,), None),       # Admin API methods qubesd refuses (PermissionDenied)
     # [method, "before" | "after", seconds]: that Admin API call pauses before
     # qubesd runs it (listed in the state's "paused") or after, before it answers
     "slow_call": ((list,), None),
@@ -110,8 +111,9 @@ def check_fault(key: str, value: Any, where: str = "faults") -> Any:
                             f"got {type(value).__name__}")
     if key == "disposable_behaviour" and value not in BEHAVIOURS:
         raise ScenarioError(f"{where}.{key}: {value!r} is not one of {', '.join(BEHAVIOURS)}")
-    if key == "policy_deny" and not all(isinstance(s, str) and s for s in value):
-        raise ScenarioError(f"{where}.{key}: expected a list of service names")
+    if key in ("policy_deny", "qubesd_refuses") \
+            and not all(isinstance(s, str) and s for s in value):
+        raise ScenarioError(f"{where}.{key}: expected a list of service or method names")
     if key == "start_delay" and not 0 <= value <= 3600:
         raise ScenarioError(f"{where}.{key}: expected 0 to 3600 seconds")
     if key == "slow_call" and not (

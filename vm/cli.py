@@ -5,13 +5,14 @@ checked (Tor through a Whonix-Gateway, or offline).
                 [--status [--json]] [--quiet] [--no-notify] [--] FILE...
     whonix-open [--profile NAME] URL...          (links: vm/links.py)
     whonix-open --app NAME [--profile NAME | --offline]   (apps: vm/apps.py)
+    whonix-open --recover [PATH...]
 
 Each FILE goes to dom0 over `qrexec-client-vm dom0 whonix.OpenInDisposable+PROFILE`
 (whonix.ViewInDisposable+PROFILE with --view-only), each in its own disposable,
 all at once. Edits made in the disposable replace the original only after a
 complete, successful reply; otherwise the original stays byte-identical and any
 edited copy is kept as NAME.whonix-open-edited-<timestamp> beside it (or in
-$XDG_DATA_HOME/whonix-open/recovered/ when the directory is not writable).
+$XDG_DATA_HOME/whonix-open/recovered/ when no file can be made there).
 A file whose name begins with "view-only-" is sent as "_view-only-..." in edit
 mode, or the disposable would open it view-only.
 
@@ -19,7 +20,7 @@ Exit status (with several files: the first failing file's, in argument order):
   0 ok; 1 a file failed here (refused, I/O error, edit not applied);
   2 usage or config error; 3 refused here (loop guard, require_whonix_gateway);
   4 qrexec-client-vm missing or ended abnormally; 64-75 dom0's code and
-  125-127 qrexec's code, passed through (see DESIGN.md); 130/143 interrupted.
+  125-127 qrexec's code, passed through (see DESIGN.md); 129/130/143 interrupted.
 
 Only argparse and the contract are imported at start, so `--help` stays fast;
 everything else is imported when a file is actually opened.
@@ -42,7 +43,11 @@ config: $XDG_CONFIG_HOME/whonix-open/config.toml (or /etc/xdg/whonix-open/),
 edit-back: the original is replaced (atomically, mode kept) only after dom0
   reports success; otherwise it is left byte-identical and any edited copy is
   kept as NAME.whonix-open-edited-<timestamp> next to it, or in
-  $XDG_DATA_HOME/whonix-open/recovered/ if its directory is not writable.
+  $XDG_DATA_HOME/whonix-open/recovered/ if no file can be made there.
+  Two runs editing one file at once: the first reply is applied, the later
+  one kept. A killed run leaves a hidden .NAME.whonix-open-*.part (cut off:
+  removed) or .complete (kept as an edited copy) file: the next run on that
+  file, or --recover, reports and handles it.
   A name starting with "view-only-" is sent as "_view-only-..." in edit mode.
 """
 
@@ -72,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument(
         "--profile",
         metavar="NAME",
-        help="dom0 profile to use (built in: tor, offline; default: dom0's default)",
+        help=(
+            "dom0 profile to use (built in: tor, offline; default: default_profile "
+            "from the config, else the default dom0 reports, else tor)"
+        ),
     )
     net.add_argument(
         "--offline", action="store_true", help="same as --profile offline: no network at all"
@@ -83,6 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="print this qube's routing status (asked of dom0) and exit",
     )
     parser.add_argument("--json", action="store_true", help="with --status: print JSON")
+    parser.add_argument(
+        "--recover",
+        action="store_true",
+        help=(
+            "find what killed runs left behind (hidden .NAME.whonix-open-*.part/.complete "
+            "files) in the FILEs' places (a directory: all of it; none: the current "
+            "directory) and in the recovery directory: keep complete edits as "
+            "NAME.whonix-open-edited-<time>, remove incomplete ones"
+        ),
+    )
     parser.add_argument(
         "--quiet", "-q", action="store_true", help="report only warnings and errors"
     )
@@ -111,8 +129,12 @@ def _links_or_app(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> bo
     """Check links/--app and set ns.links; True if this run is about them."""
     from whonix_open.vm.links import LinkError, check_link, looks_like_link
 
-    links = [arg for arg in ns.files if looks_like_link(arg)]
     ns.links = []
+    if ns.recover:  # its PATHs are files of earlier opens, never links
+        if ns.app is not None:
+            parser.error("--app does not go with --recover")
+        return False
+    links = [arg for arg in ns.files if looks_like_link(arg)]
     if ns.app is None and not links:
         return False
     if ns.app is not None and ns.files:
@@ -151,12 +173,14 @@ def main(args: list[str] | None = None) -> int:
             f"--profile {ns.profile!r} is not a profile name "
             "(lowercase letters, digits and '-', at most 31, not starting with '-')"
         )
+    if ns.recover and ns.status:
+        parser.error("--recover and --status do not go together")
     if _links_or_app(parser, ns):
         from whonix_open.vm.remote import run as run_remote
 
         return run_remote(ns)
-    if not ns.status and not ns.files:
-        parser.error("no FILE given (or use --status)")
+    if not ns.status and not ns.recover and not ns.files:
+        parser.error("no FILE given (or use --status or --recover)")
     if ns.status and ns.files:
         parser.error("--status takes no FILE")
 

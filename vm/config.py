@@ -94,6 +94,8 @@ def load(path: str | None = None) -> UserConfig:
             text = fh.read()
     except FileNotFoundError:
         return UserConfig()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read it: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: cannot read it: it is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc.strerror or 'I/O error'}") from None
     return parse(text, os.fspath(path))

@@ -18,6 +18,7 @@ class CliExit(enum.IntEnum):
     USAGE = 2  # bad arguments or a bad config file
     REFUSED_LOCALLY = 3  # loop guard or require_whonix_gateway said no
     TRANSPORT = 4  # qrexec-client-vm missing, killed, or an unknown exit code
+    INTERRUPTED_HUP = 129  # SIGHUP (128 + 1)
     INTERRUPTED_INT = 130  # SIGINT (128 + 2)
     INTERRUPTED_TERM = 143  # SIGTERM (128 + 15)
 
@@ -39,7 +40,8 @@ exit status:
            not allow (77)
   125-127  qrexec failed (125), the policy denied the call (126), the service
            is not installed in dom0 (127)
-  130/143  interrupted (SIGINT/SIGTERM); the original files are untouched
+  129/130/143  interrupted (SIGHUP/SIGINT/SIGTERM); the original files are
+           untouched (an edit saved just before is reported as saved)
 With several files, the status is that of the first file (in argument order)
 that failed."""
 

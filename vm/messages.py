@@ -9,7 +9,7 @@ from whonix_open.contract import Exit
 
 # {profile} is "the profile 'NAME'", or "the default profile" when none was named.
 MESSAGES: dict[Exit, str] = {
-    Exit.OK: "opened in a disposable and closed",
+    Exit.OK: "opened in a disposable and closed.",
     Exit.BAD_REQUEST: (
         "dom0 refused the request: {profile} is unknown or malformed. "
         "Check `whonix-open --status` for the profiles dom0 offers."
@@ -87,24 +87,25 @@ MESSAGES: dict[Exit, str] = {
 CLIENT_MESSAGES: dict[int, str] = {
     1: (
         "qrexec-client-vm failed (code 1): it could not reach this qube's qrexec "
-        "agent, or the connection to dom0 failed"
+        "agent, or the connection to dom0 failed."
     ),
     255: (
         "the qrexec connection to dom0 broke off before dom0 reported a result "
-        "(qrexec-client-vm code 255)"
+        "(qrexec-client-vm code 255)."
     ),
 }
 
 
 def describe(code: int, profile: str | None) -> str:
-    """The message for a code returned by qrexec-client-vm."""
+    """The message for a code returned by qrexec-client-vm: whole sentences,
+    ending with a full stop (more may follow)."""
     shown = f"the profile '{profile}'" if profile else "the default profile"
     try:
         template = MESSAGES[Exit(code)]
     except ValueError:
         if code < 0:
-            return f"qrexec-client-vm was killed by signal {-code}"
+            return f"qrexec-client-vm was killed by signal {-code}."
         if code in CLIENT_MESSAGES:
             return CLIENT_MESSAGES[code]
-        return f"qrexec-client-vm ended with unexpected code {code}"
+        return f"qrexec-client-vm ended with unexpected code {code}."
     return template.format(profile=shown)

@@ -131,7 +131,7 @@ def ask_dom0() -> Routing:
     if code != Exit.OK:
         if code == Exit.POLICY_DENIED:
             raise LookupError("the qrexec policy denied whonix.RoutingStatus")
-        raise LookupError(describe(code, None))
+        raise LookupError(describe(code, None).rstrip("."))
     if len(out) > STATUS_LIMIT:
         raise LookupError("dom0's answer was too long")
     try:

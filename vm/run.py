@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import threading
 import time
+import traceback
 
-from whonix_open.contract import DEFAULT_PROFILE, SERVICE_OPEN, SERVICE_VIEW
-from whonix_open.vm import config, loopguard, routing
+from whonix_open.contract import DEFAULT_PROFILE, SERVICE_OPEN, SERVICE_VIEW, is_profile_name
+from whonix_open.vm import config, leftovers, loopguard, oserrors, routing
 from whonix_open.vm.exitcodes import CliExit
-from whonix_open.vm.opener import Outcome, Session, open_file
+from whonix_open.vm.opener import Outcome, Session, Unexpected, open_file
 from whonix_open.vm.report import Reporter
 from whonix_open.vm.targets import Target, TargetError, prepare
 
@@ -21,6 +23,7 @@ PROGRESS_PERIOD = 0.5  # seconds between progress redraws
 KILL_GRACE = 5.0  # seconds after a signal before children get SIGKILL
 _JOIN_SLICE = 0.2  # seconds; lets the main thread notice the kill deadline
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+DEBUG_ENV = "WHONIX_OPEN_DEBUG"  # set: a worker's unexpected error prints its traceback
 
 
 def run(ns: argparse.Namespace) -> int:
@@ -32,8 +35,9 @@ def run(ns: argparse.Namespace) -> int:
         return CliExit.USAGE
     if ns.status:
         return _status(ns)
+    if ns.recover:
+        return _recover(ns.files, reporter)
 
-    profile = _profile(ns, cfg.default_profile)
     view_only = ns.view_only or (cfg.view_only and not ns.edit)
 
     service = loopguard.spawning_service()
@@ -64,6 +68,8 @@ def run(ns: argparse.Namespace) -> int:
         codes.append(CliExit.OK)
     if not targets:
         return _first_failure(codes)
+    for _, target in targets:  # what an earlier, killed run left of this file
+        _report_leftovers(leftovers.scan_for_file(target.path), reporter)
 
     status = routing.routing_status()
     for text in status.warnings():
@@ -77,9 +83,10 @@ def run(ns: argparse.Namespace) -> int:
         )
         return CliExit.REFUSED_LOCALLY
 
+    profile = _profile(ns, cfg.default_profile, status)
     service_name = (SERVICE_VIEW if view_only else SERVICE_OPEN) + "+" + profile
     session = Session()
-    outcomes = _open_all(targets, service_name, profile or None, view_only, session, reporter)
+    outcomes = _open_all(targets, service_name, profile, view_only, session, reporter)
     for index, outcome in outcomes.items():
         codes[index] = outcome.code
     if session.cancelled.is_set():
@@ -87,14 +94,49 @@ def run(ns: argparse.Namespace) -> int:
     return _first_failure(codes)
 
 
-def _profile(ns: argparse.Namespace, default: str | None) -> str:
-    """The service argument always names the profile: dom0 refuses an empty
-    one (a policy rule about "+tor" could not match it)."""
+def _profile(ns: argparse.Namespace, default: str | None, status: routing.Routing) -> str:
+    """The service argument, always a profile name: dom0 refuses an empty one
+    (64), so that a policy rule about `+tor` cannot be bypassed with `+`.
+    --profile/--offline, else the user's default_profile, else the default
+    dom0 reported in the RoutingStatus answer we already have, else "tor"."""
     if ns.offline:
         return "offline"
     if ns.profile is not None:
         return ns.profile
-    return default or DEFAULT_PROFILE
+    if default:
+        return default
+    if status.verified and is_profile_name(status.default_profile or ""):
+        return str(status.default_profile)
+    return DEFAULT_PROFILE
+
+
+def _report_leftovers(found: list[leftovers.Found], reporter: Reporter) -> bool:
+    """Tell the user about each leftover; False if one could not be handled."""
+    for item in found:
+        reporter.warning(item.message())
+    return all(item.error is None for item in found)
+
+
+def _recover(paths: list[str], reporter: Reporter) -> int:
+    """--recover [PATH...]: the leftovers of killed runs in each directory
+    (or of each file), and in the recovery directory."""
+    found: list[leftovers.Found] = []
+    ok = True
+    for path in paths or ["."]:
+        if os.path.isdir(path):
+            found += leftovers.scan(path)
+        elif os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            found += leftovers.scan_for_file(os.path.realpath(path))
+        else:
+            reporter.error(f"{path}: no such file or directory.")
+            ok = False
+    recovery = leftovers.existing_recovery_dir()
+    if recovery:
+        found += leftovers.scan(recovery)
+    ok = _report_leftovers(found, reporter) and ok
+    if not found and ok:
+        reporter.info("no leftovers of earlier runs found.")
+    return CliExit.OK if ok else CliExit.FILE_FAILED
 
 
 def _first_failure(codes: list[int]) -> int:
@@ -124,7 +166,18 @@ def _open_all(
         try:
             outcome = open_file(target, service, profile, view_only, session)
         except Exception as exc:  # noqa: BLE001 - a bug must be reported, not lost in a thread
-            outcome = Outcome(target.arg, CliExit.FILE_FAILED, f"{target.arg}: {exc!r}")
+            cause = exc.__cause__ if isinstance(exc, Unexpected) else exc
+            kept = exc.kept if isinstance(exc, Unexpected) else None
+            note = f" What the disposable sent back is kept at {kept}, not applied." if kept else ""
+            outcome = Outcome(
+                target.arg,
+                CliExit.FILE_FAILED,
+                f"{target.arg}: whonix-open stopped handling this file because of "
+                f"{oserrors.why(cause or exc, target.directory)}.{note}",
+                kept,
+            )
+            if os.environ.get(DEBUG_ENV):
+                traceback.print_exc()  # the details for a bug report
         outcomes[index] = outcome
         if outcome.ok:
             reporter.info(outcome.message)
@@ -152,7 +205,16 @@ def _open_all(
         if watcher is not None:
             watcher.join()
             reporter.end_progress()
-        _restore_signal_handlers(previous)
+        if session.cancelled.is_set() and previous:
+            # Interrupted: later signals of a burst must not kill us (default
+            # action) or raise KeyboardInterrupt while the outcome is being
+            # reported, nor during interpreter shutdown, which resets Python
+            # handlers, but not SIG_IGN, to the default. No child is started
+            # any more, so none inherits SIG_IGN.
+            for signum in previous:
+                signal.signal(signum, signal.SIG_IGN)
+        else:
+            _restore_signal_handlers(previous)
     return outcomes
 
 

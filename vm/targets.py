@@ -41,7 +41,10 @@ def _kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "is a directory"
     if stat.S_ISFIFO(mode):
-        return "is a named pipe (FIFO), not a regular file"
+        return (
+            "is a pipe (e.g. /dev/stdin fed by another program) or a named pipe, not "
+            "a regular file; save the data to a file first"
+        )
     if stat.S_ISSOCK(mode):
         return "is a socket, not a regular file"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
@@ -54,17 +57,25 @@ def prepare(arg: str) -> Target:
     cannot be opened in a disposable."""
     if arg == "":
         raise TargetError("an empty file name was given")
-    path = os.path.realpath(arg)
+    # The argument itself first, as the kernel resolves it: realpath() would
+    # quietly drop a trailing "/" or "/." ("a.txt/" must fail: Not a
+    # directory) and cannot follow /dev/stdin to a pipe.
     try:
-        st = os.stat(path)
+        st = os.stat(arg)
     except FileNotFoundError:
         if os.path.islink(arg):
             raise TargetError(f"{arg}: is a broken symbolic link") from None
         raise TargetError(f"{arg}: no such file") from None
+    except NotADirectoryError:
+        raise TargetError(
+            f"{arg}: Not a directory (a path ending in '/' or '/.', or going "
+            "through a file, names a directory)"
+        ) from None
     except OSError as exc:
         raise TargetError(f"{arg}: cannot check it: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         raise TargetError(f"{arg}: {_kind(st.st_mode)}")
+    path = os.path.realpath(arg)
     try:
         # O_NONBLOCK: never hang on a FIFO swapped in since the stat above.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
@@ -80,18 +91,25 @@ def prepare(arg: str) -> Target:
     return Target(arg=arg, path=path, fd=fd, st=st)
 
 
-def unchanged_since(target: Target) -> bool:
-    """True if the file at target.path is still the one we sent, unmodified
+def change_since(target: Target) -> str | None:
+    """None if the file at target.path is still the one we sent, unmodified
     (same inode, size and mtime): then an edit may replace it without losing a
-    change made here meanwhile."""
+    change made here meanwhile. Otherwise what happened, in words."""
     try:
         now = os.stat(target.path)
-    except OSError:
-        return False
+    except FileNotFoundError:
+        return "the original was removed or moved away (or its directory was) while it was open"
+    except OSError as exc:
+        return f"the original cannot be checked any more ({exc.strerror})"
     before = target.st
-    return (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) == (
+    if (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) == (
         before.st_dev,
         before.st_ino,
         before.st_size,
         before.st_mtime_ns,
+    ):
+        return None
+    return (
+        "the original was changed or replaced here while it was open (for example "
+        "another whonix-open saved its edit of the same file first)"
     )

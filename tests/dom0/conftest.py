@@ -67,10 +67,10 @@ class Broker:
 
     def start_like_qrexec(self, service: str = SERVICE_OPEN, arg: str = "tor",
                           caller: str = "anon-whonix"):
-        """As dom0's qrexec-client runs a service (libqrexec exec.c
-        do_fork_exec): stdin and stdout are each one end of a socketpair, stderr
-        goes to the log. Returns (process, our end of its stdin, our end of
-        its stdout)."""
+        """As qrexec-daemon runs a qube's call to a dom0 service
+        (run_qrexec_to_dom0 -> libqrexec exec.c do_fork_exec): stdin and stdout
+        are each one end of a socketpair, stderr goes to the daemon's log.
+        Returns (process, our end of its stdin, our end of its stdout)."""
         stdin_ours, stdin_theirs = socket.socketpair()
         stdout_ours, stdout_theirs = socket.socketpair()
         argv = [sys.executable, str(RPC_DIR / service)] + ([arg] if arg else [])

@@ -54,16 +54,34 @@ def test_open_tor_edits_come_back_and_disposable_is_gone(broker, sim):
     assert b"the original" not in r.err.encode()  # the log never carries data
 
 
-def test_netvm_is_set_before_the_first_start(broker, sim):
-    assert broker.open_file().code == Exit.OK
-    calls = sim.calls()
-    create = next(i for i, c in enumerate(calls) if c["method"] == CREATE)
-    set_netvm = next(i for i, c in enumerate(calls)
-                     if c["method"] == "admin.vm.property.Set" and c["arg"] == "netvm")
-    start = next(i for i, c in enumerate(calls) if c["method"] == "admin.vm.Start")
-    kill = next(i for i, c in enumerate(calls) if c["method"] == "admin.vm.Kill")
-    assert create < set_netvm < start < kill
-    assert calls[set_netvm]["dest"] == calls[start]["dest"] == calls[kill]["dest"]
+def _sets_before_start(sim, name: str) -> dict[str, str]:
+    """The property.Set calls on *name* before its Start, key -> value."""
+    out: dict[str, str] = {}
+    for c in sim.calls():
+        if c["dest"] == name and c["method"] == "admin.vm.Start":
+            return out
+        if c["dest"] == name and c["method"] == "admin.vm.property.Set":
+            out[c["arg"]] = c.get("payload", "")
+    raise AssertionError(f"{name} was never started")
+
+
+@pytest.mark.parametrize("arg, netvm", [("tor", "sys-whonix"), ("offline", "")])
+def test_everything_is_set_before_the_first_start(broker, sim, arg, netvm):
+    r = broker.open_file(arg=arg)
+    assert r.code == Exit.OK, r.err
+    (service,) = sim.services()
+    name = service["qube"]
+    sets = _sets_before_start(sim, name)
+    assert sets["default_dispvm"] == ""  # no nested disposable (DESIGN.md)
+    if arg == "offline":  # not the DVM template's network: Create.DispVM
+        assert sets == {"auto_cleanup": "True", "netvm": "", "default_dispvm": ""}
+        assert "admin.vm.Create.DispVM" in methods(sim) and CREATE not in methods(sim)
+    else:  # the DVM template's own netvm: CreateDisposable, nothing to change
+        assert sets == {"default_dispvm": ""}
+    # and the simulated qubesd saw it boot that way and relay that way
+    assert service["netvm"] == (netvm or None) and service["default_dispvm"] is None
+    kill = [c for c in sim.calls() if c["method"] == "admin.vm.Kill"]
+    assert [c["dest"] for c in kill] == [name]
 
 
 def test_view_only_returns_nothing_even_if_the_disposable_replies(broker, sim):
@@ -85,8 +103,9 @@ def test_view_service_discards_reply_even_without_view_only_header(broker, sim):
 def test_offline_profile_has_no_netvm(broker, sim):
     r = broker.open_file(arg="offline")
     assert r.code == Exit.OK, r.err
-    sets = [c for c in sim.calls() if c["method"] == "admin.vm.property.Set"]
-    assert [(c["arg"], c.get("value")) for c in sets] in ([("netvm", "")], [("netvm", None)])
+    netvm_sets = [c for c in sim.calls()
+                  if c["method"] == "admin.vm.property.Set" and c["arg"] == "netvm"]
+    assert [c.get("payload", "") for c in netvm_sets] == [""]
     assert "network=offline" in audit_line(r.err)
     assert sim.disposables() == []
 
@@ -237,36 +256,6 @@ def test_disposable_side_failure_is_69(broker, sim):
 def test_qubesd_unreachable_is_73(broker, sim):
     sim.set_fault("qubesd_unreachable", True)
     assert broker.open_file().code == Exit.INTERNAL
-
-
-# --- preloaded disposables (R4.3) -------------------------------------------
-
-def test_preloaded_with_the_right_netvm_is_used_as_is(broker, sim):
-    sim.set_fault("preload", True)
-    r = broker.open_file()
-    assert r.code == Exit.OK, r.err
-    ms = methods(sim)
-    assert ms.count(CREATE) == 1
-    assert "admin.vm.Start" not in ms and "admin.vm.property.Set" not in ms
-    assert sim.disposables() == []
-
-
-def test_preloaded_with_a_wrong_netvm_is_replaced(broker, sim):
-    sim.set_property("whonix-workstation-18-dvm", "netvm", "sys-firewall")
-    sim.set_fault("preload", True)
-    r = broker.open_file()
-    # Every CreateDisposable hands out a preloaded, clearnet disposable: each
-    # is killed, none is used, and the request fails closed.
-    assert r.code == Exit.DISPOSABLE_FAILED, r.err
-    assert methods(sim).count(CREATE) == 3
-    assert sim.received() == [] and sim.disposables() == []
-
-
-def test_preloaded_is_never_used_for_offline(broker, sim):
-    sim.set_fault("preload", True)
-    r = broker.open_file(arg="offline")
-    assert r.code == Exit.DISPOSABLE_FAILED
-    assert sim.received() == [] and sim.disposables() == []
 
 
 # --- signals, hang-ups, crashes ----------------------------------------------
@@ -471,16 +460,6 @@ def test_a_failed_kill_is_retried_by_the_next_request(broker, sim):
     assert r.code == Exit.OK, r.err
     assert f"removing {left}" in r.err
     assert sim.disposables() == []
-
-
-def test_replaced_preloaded_disposable_that_will_not_die_is_still_tracked(broker, sim):
-    sim.set_property("whonix-workstation-18-dvm", "netvm", "sys-firewall")
-    sim.set_fault("preload", True)
-    sim.set_fault("kill_fails", 2)  # the first replaced one survives its first removal
-    r = broker.open_file()
-    assert r.code == Exit.DISPOSABLE_FAILED, r.err
-    assert "could not" in r.err
-    assert sim.received() == [] and sim.disposables() == []
 
 
 def test_a_disposable_without_auto_cleanup_is_refused_and_removed(broker, sim):

@@ -47,6 +47,11 @@ def test_selected_only_explicitly(sim: SimQubes, tmp_path) -> None:
         SimBackend.from_env({})
     with pytest.raises(BackendError, match="no simulated Qubes"):
         SimBackend.from_env({"WHONIX_OPEN_SIM_DIR": str(tmp_path / "empty")})
+    with pytest.raises(BackendError, match="unknown WHONIX_OPEN_BACKEND"):
+        iface.connect({"WHONIX_OPEN_BACKEND": "simm"})
+    injected = SimBackend(sim.dir)
+    iface.use_backend("injected", lambda env: injected)  # as a test or tool would
+    assert iface.connect({"WHONIX_OPEN_BACKEND": "injected"}) is injected
 
 
 def test_reads_and_call_log(sim: SimQubes, backend: SimBackend) -> None:
@@ -63,7 +68,7 @@ def test_reads_and_call_log(sim: SimQubes, backend: SimBackend) -> None:
         {"method": "admin.vm.List", "dest": "dom0", "arg": "", "pid": os.getpid()},
         {"method": "admin.vm.property.GetAll", "dest": "anon-whonix", "arg": "",
          "pid": os.getpid()},
-        {"method": "admin.vm.List", "dest": "sys-whonix", "arg": "", "pid": os.getpid()},
+        {"method": "admin.vm.CurrentState", "dest": "sys-whonix", "arg": "", "pid": os.getpid()},
         {"method": "admin.vm.feature.Get", "dest": "whonix-workstation-18", "arg": "whonix-ws",
          "pid": os.getpid()},
         {"method": "admin.vm.property.GetAll", "dest": "ghost", "arg": "", "pid": os.getpid()},
@@ -83,7 +88,6 @@ def test_features_check_with_template_walks_the_chain(backend: SimBackend) -> No
 
 
 def test_create_disposable_like_upstream(sim: SimQubes, backend: SimBackend) -> None:
-    sim.set_feature(DVM, "preload-dispvm-max", "2")
     name = backend.create_disposable(DVM)
     assert re.fullmatch(r"disp([1-9][0-9]{0,3})", name)
     q = sim.qube(name)
@@ -91,11 +95,11 @@ def test_create_disposable_like_upstream(sim: SimQubes, backend: SimBackend) -> 
     assert q["auto_cleanup"] is True
     assert q["power_state"] == "Halted"
     assert q["netvm"] == "sys-whonix"  # from the DVM template, until set
-    assert q["default_dispvm"] == DVM
-    assert q["features"] == {"appmenus-dispvm": "1"}  # preload-dispvm* not copied
+    assert backend.info(name).default_dispvm == DVM  # the default: its DVM template
+    assert q["features"] == {"appmenus-dispvm": "1"}
     assert set(q["tags"]) == {"anon-vm", "created-by-dom0", "disp-created-by-dom0"}
     assert sim.disposables() == [name]
-    assert methods(sim)[-1] == ("admin.vm.CreateDisposable", DVM)
+    assert ("admin.vm.CreateDisposable", DVM) in methods(sim)
     assert backend.create_disposable(DVM) != name
 
 
@@ -109,9 +113,9 @@ def test_create_refuses_a_non_dvm(backend: SimBackend) -> None:
 def test_netvm_before_start_then_start(sim: SimQubes, backend: SimBackend) -> None:
     sim.set_property("sys-whonix", "power_state", "Halted")
     name = backend.create_disposable(DVM)
-    backend.set_netvm(name, None)
+    backend.set_property(name, "netvm", None)
     assert sim.qube(name)["netvm"] is None
-    backend.set_netvm(name, "sys-whonix")
+    backend.set_property(name, "netvm", "sys-whonix")
     backend.start(name)
     assert backend.power_state(name) == "Running"
     assert sim.qube("sys-whonix")["power_state"] == "Running"  # netvm started first
@@ -119,22 +123,22 @@ def test_netvm_before_start_then_start(sim: SimQubes, backend: SimBackend) -> No
     assert methods(sim) == [
         ("admin.vm.CreateDisposable", DVM), ("admin.vm.property.Set", name),
         ("admin.vm.property.Set", name), ("admin.vm.Start", name),
-        ("admin.vm.List", name), ("admin.vm.Start", name)]
+        ("admin.vm.CurrentState", name), ("admin.vm.Start", name)]
     assert [c["arg"] for c in sim.calls() if c["method"] == "admin.vm.property.Set"] == \
         ["netvm", "netvm"]
 
 
 def test_set_netvm_refuses_what_qubesd_refuses(sim: SimQubes, backend: SimBackend) -> None:
     name = running_disposable(backend)
-    with pytest.raises(BackendError, match="provides no network"):
-        backend.set_netvm(name, "vault")
-    with pytest.raises(BackendError, match="provides no network"):
-        backend.set_netvm(name, "ghost")
+    with pytest.raises(BackendError, match="does not provide network"):
+        backend.set_property(name, "netvm", "vault")
+    with pytest.raises(NoSuchQube):
+        backend.set_property(name, "netvm", "ghost")
     sim.set_property("sys-firewall", "power_state", "Halted")
-    with pytest.raises(BackendError, match="not running"):
-        backend.set_netvm(name, "sys-firewall")  # a running qube needs a running netvm
+    with pytest.raises(BackendError, match="stopped qube"):
+        backend.set_property(name, "netvm", "sys-firewall")  # a running qube needs a running netvm
     with pytest.raises(BackendError):
-        backend.set_netvm("dom0", "sys-net")
+        backend.set_property("dom0", "netvm", "sys-net")
     assert sim.qube(name)["netvm"] == "sys-whonix"
 
 
@@ -179,13 +183,13 @@ def test_run_service_needs_a_running_qube(sim: SimQubes, backend: SimBackend) ->
     name = backend.create_disposable(DVM)
     r, w = os.pipe()
     try:
-        with pytest.raises(NotRunning):
+        with pytest.raises(BackendError, match="not running"):
             backend.run_service(name, "qubes.OpenInVM", stdin=r, stdout=w, connect_timeout=5)
     finally:
         os.close(r)
         os.close(w)
     assert sim.services() == []
-    assert methods(sim)[-1] == ("admin.vm.List", name)
+    assert methods(sim)[-1] == ("admin.vm.CreateDisposable", DVM)  # qrexec-client: no call
 
 
 def test_run_service_records_pid_and_timeout(sim: SimQubes, backend: SimBackend) -> None:
@@ -197,7 +201,8 @@ def test_run_service_records_pid_and_timeout(sim: SimQubes, backend: SimBackend)
     (svc,) = sim.services()
     assert before <= svc.pop("t") <= time.monotonic()  # when the relay started
     assert svc == {"qube": name, "service": "qubes.OpenInVM", "pid": proc.pid,
-                   "connect_timeout": 7}
+                   "connect_timeout": 7, "netvm": "sys-whonix",
+                   "default_dispvm": "whonix-workstation-18-dvm"}
     assert isinstance(proc, subprocess.Popen)
 
 
@@ -208,11 +213,12 @@ def test_qubesd_unreachable(sim: SimQubes, backend: SimBackend) -> None:
     calls = [lambda: backend.qube_classes(), lambda: backend.info("dom0"),
              lambda: backend.feature_with_template("dom0", "x"),
              lambda: backend.feature("dom0", "x"), lambda: backend.set_feature("dom0", "x", "1"),
-             lambda: backend.create_disposable(DVM), lambda: backend.set_netvm("vault", None),
+             lambda: backend.create_disposable(DVM),
+             lambda: backend.set_property("vault", "netvm", None),
              lambda: backend.start("vault"), lambda: backend.power_state("vault"),
              lambda: backend.kill("vault"), lambda: backend.remove("vault"),
-             lambda: backend.run_service("vault", "qubes.OpenInVM", stdin=0, stdout=1,
-                                         connect_timeout=5)]
+             lambda: backend.tags("vault"),
+             lambda: backend.create_dispvm(DVM, "disp1", "red")]
     for call in calls:
         with pytest.raises(QubesdUnreachable):
             call()
@@ -250,19 +256,38 @@ def test_start_fails(sim: SimQubes, backend: SimBackend, keeps: bool) -> None:
 
 
 def test_preload_hands_out_a_running_disposable(sim: SimQubes, backend: SimBackend) -> None:
-    sim.set_fault("preload", True)
+    sim.set_feature("dom0", "preload-dispvm-delay", "0")
     sim.set_property(DVM, "netvm", "sys-firewall")
+    sim.set_feature(DVM, "preload-dispvm-max", "2")
+    sim.settle()
+    ready = sim.preloads(DVM)
+    assert [sim.qube(n)["power_state"] for n in ready] == ["Paused", "Paused"]
     name = backend.create_disposable(DVM)
-    assert backend.power_state(name) == "Running"
+    assert name == ready[0]
+    assert backend.power_state(name) == "Running"  # unpaused when handed out
     assert backend.info(name).netvm == "sys-firewall"  # booted with the DVM's netvm
+    assert sim.qube(name)["booted_with"]["netvm"] == "sys-firewall"
+    assert sim.preloads(DVM)[0] == ready[1] and len(sim.preloads(DVM)) == 2  # refilled
     backend.kill(name)
-    assert sim.disposables() == []
+    assert name not in sim.disposables()
+
+
+def test_netvm_set_on_a_paused_preload_is_deferred(sim: SimQubes, backend: SimBackend) -> None:
+    sim.set_feature(DVM, "preload-dispvm-max", "1")
+    sim.settle()
+    (preload,) = sim.preloads(DVM)
+    backend.set_property(preload, "netvm", None)
+    assert backend.feature(preload, "deferred-netvm-original") == "sys-whonix"
+    # now it differs from its DVM: qubesd discards it instead of handing it out
+    name = backend.create_disposable(DVM)
+    assert name != preload and sim.qube(preload) is None
+    assert sim.qube(name)["power_state"] == "Halted"
 
 
 def test_netvm_set_ignored(sim: SimQubes, backend: SimBackend) -> None:
     sim.set_fault("netvm_set_ignored", True)
     name = backend.create_disposable(DVM)
-    backend.set_netvm(name, None)  # accepted ...
+    backend.set_property(name, "netvm", None)  # accepted ...
     assert backend.info(name).netvm == "sys-whonix"  # ... but nothing changed
     assert methods(sim)[-2] == ("admin.vm.property.Set", name)
 
@@ -304,25 +329,28 @@ def test_watch_netvm_fires_on_every_set(sim: SimQubes, backend: SimBackend) -> N
     fired = Fired()
     stop = backend.watch_netvm(name, fired)
     try:
-        backend.set_netvm(name, "sys-whonix")  # the same value is still a set
+        backend.set_property(name, "netvm", "sys-whonix")  # the same value is still a set
         assert fired.event.wait(10)
         fired.event.clear()
-        backend.set_netvm(name, None)
+        backend.set_property(name, "netvm", None)
         assert fired.event.wait(10)
+        sim.wait_until(lambda s: fired.count >= 2)
+        assert fired.values == ["sys-whonix", ""]
     finally:
         stop()
     count = fired.count
-    backend.set_netvm(name, "sys-whonix")
+    backend.set_property(name, "netvm", "sys-whonix")
     backend.info(name)  # some time passes, polled by the (stopped) watcher
     assert fired.count == count
 
 
-def test_watch_netvm_fires_when_the_qube_goes(sim: SimQubes, backend: SimBackend) -> None:
+def test_watch_netvm_reports_a_reset_as_unknown(sim: SimQubes, backend: SimBackend) -> None:
     name = running_disposable(backend)
     fired = Fired()
     stop = backend.watch_netvm(name, fired)
-    backend.kill(name)
-    assert fired.event.wait(10)
+    backend._call("admin.vm.property.Reset", name, "netvm")
+    sim.wait_until(lambda s: fired.count >= 2)  # property-reset and its twin property-del
+    assert fired.values == [None, None]
     stop()
 
 
@@ -355,7 +383,8 @@ def test_concurrent_processes_lose_no_update(sim: SimQubes) -> None:
     code = ("import sys; from whonix_open.sim.backend import SimBackend\n"
             "b = SimBackend(sys.argv[1])\n"
             "for _ in range(10):\n"
-            "    n = b.create_disposable('whonix-workstation-18-dvm'); b.set_netvm(n, None)\n")
+            "    n = b.create_disposable('whonix-workstation-18-dvm');"
+            " b.set_property(n, 'netvm', None)\n")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(sim.dir)]) for _ in range(4)]
     assert [p.wait(timeout=60) for p in procs] == [0, 0, 0, 0]
     assert len(sim.disposables()) == 40

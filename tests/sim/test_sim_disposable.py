@@ -149,7 +149,7 @@ def test_netvm_change_mid_session(sim: SimQubes, backend: SimBackend, disp: str)
     sim.wait_until(lambda s: s.qube(disp)["netvm"] == "sys-firewall")
     assert proc.poll() is None  # then hangs until the broker kills it
     assert sim.calls()[-1] == {"method": "admin.vm.property.Set", "dest": disp,
-                               "arg": "netvm", "pid": proc.pid}
+                               "arg": "netvm", "pid": proc.pid, "payload": "sys-firewall"}
     backend.kill(disp)
     assert proc.wait(timeout=10) == -9
     stream.finish()

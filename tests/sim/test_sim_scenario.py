@@ -56,7 +56,8 @@ def test_extends_overrides_fields_and_faults() -> None:
     assert data["qubes"]["sys-whonix"]["template"] == "debian-13"
     assert data["qubes"]["sys-whonix"]["tags"] == []
     assert data["qubes"]["sys-whonix"]["netvm"] == "sys-firewall"  # kept from the base
-    assert load("preload")["faults"]["preload"] is True
+    assert load("preload")["qubes"]["whonix-workstation-18-dvm"]["features"][
+        "preload-dispvm-max"] == "3"
     two = load("two-workstation-versions")["qubes"]
     assert two["anon-whonix"]["default_dispvm"] is None
     assert two["whonix-workstation-17"]["features"]["os-version"] == "17"
@@ -130,7 +131,7 @@ def test_disposable_in_scenario_defaults_to_its_template_as_default_dispvm() -> 
     ({**MINIMAL, "faults": {"start_fails": "yes"}}, r"faults\.start_fails: expected boolean"),
     ({**MINIMAL, "faults": {"disposable_behaviour": "dance"}}, "is not one of"),
     ({**MINIMAL, "faults": {"policy_deny": "whonix.X"}}, "expected list"),
-    ({**MINIMAL, "faults": {"policy_deny": [3]}}, "list of service names"),
+    ({**MINIMAL, "faults": {"policy_deny": [3]}}, "list of service or method names"),
     ({**MINIMAL, "remove_qubes": ["ghost"]}, "no qube 'ghost' to remove"),
     ({"qubes": []}, "table of tables"),
 ])

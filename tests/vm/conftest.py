@@ -96,6 +96,17 @@ class Env:
             **kw,
         )
 
+    def run_unshared(self, setup: str, *args: str) -> subprocess.CompletedProcess:
+        """Run the real CLI in a private mount namespace after the shell
+        commands *setup* (e.g. mounting a tmpfs with few inodes); its
+        children, the stand-in too, share that namespace. As a normal user a
+        user namespace gives the mount privilege (unshare --map-root-user)."""
+        userns = [] if os.geteuid() == 0 else ["--map-root-user"]
+        argv = ["unshare", "--mount", "--propagation", "private", *userns,
+                "sh", "-ec", setup + '\nexec "$@"', "sh", *self.cli_argv(*args)]
+        return subprocess.run(argv, env=self.env, capture_output=True, text=True,
+                              timeout=DEADLINE, check=False)
+
     def popen(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen(
             self.cli_argv(*args),

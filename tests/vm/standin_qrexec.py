@@ -4,7 +4,8 @@ whonix services, steered by a JSON control file named by STANDIN_CONTROL.
 Control keys (all optional):
   status_code / status_json / status_raw   answer to whonix.RoutingStatus
   mode: "echo" (reply = the body), "edit" (body + b" [edited]"), "none",
-        "reply_text" (reply = control["reply_text"])
+        "reply_text" (reply = control["reply_text"]), "edit_pid" (body +
+        b" [edited by PID]": each call's edit differs)
   exit: exit code after the exchange (default 0)
   stop_reading_after: read only this many body bytes, then reply/exit
   cut_reply_at: send this many reply bytes, then die by SIGKILL
@@ -15,6 +16,9 @@ Control keys (all optional):
   hang: after reading `stop_reading_after` bytes (and sending
         `cut_reply_at` reply bytes, if given, without dying), touch
         `ready_file` and sleep until killed
+  ignore_sigterm: ignore SIGTERM (only SIGKILL ends it)
+  before_reply: an argv run (and waited for) just before replying, e.g. to
+        remove the original's directory or make it read-only while open
 Every call appends one JSON line to STANDIN_LOG: argv, the header (hex), the
 body's length and sha256.
 """
@@ -23,6 +27,7 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -47,6 +52,8 @@ def log(entry):
 def main():
     with open(os.environ["STANDIN_CONTROL"], encoding="utf-8") as fh:
         control = json.load(fh)
+    if control.get("ignore_sigterm"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     argv = sys.argv[1:]
     service = argv[1] if len(argv) > 1 else ""
     if service.startswith("whonix.RoutingStatus"):
@@ -61,7 +68,7 @@ def main():
     digest = hashlib.sha256()
     body_len = 0
     limit = control.get("stop_reading_after")
-    body = bytearray() if control.get("mode", "echo") in ("echo", "edit") else None
+    body = bytearray() if control.get("mode", "echo") in ("echo", "edit", "edit_pid") else None
     while limit is None or body_len < limit:
         want = 65536 if limit is None else min(65536, limit - body_len)
         chunk = os.read(0, want)
@@ -89,6 +96,8 @@ def main():
             if time.monotonic() > deadline:
                 return 99
             time.sleep(0.01)
+    if "before_reply" in control:
+        subprocess.run(control["before_reply"], check=True)
     if "append_to" in control:
         with open(control["append_to"], "ab") as fh:
             fh.write(b"local change")
@@ -97,6 +106,8 @@ def main():
         reply = bytes(body)
     elif mode == "edit":
         reply = bytes(body) + b" [edited]"
+    elif mode == "edit_pid":
+        reply = bytes(body) + f" [edited by {os.getpid()}]".encode()
     elif mode == "reply_text":
         reply = control["reply_text"].encode()
     else:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import DEADLINE
+from tests.helpers import DEADLINE, DOM0_STATUS_WHONIX
 from whonix_open.contract import Exit
 from whonix_open.vm import cli, loopguard
 from whonix_open.vm.messages import MESSAGES
@@ -37,6 +37,7 @@ def doc(tmp_path: Path) -> Path:
         ["--profile", "tor", "--offline", "x"],
         ["--view-only", "--edit", "x"],
         ["--status", "x"],
+        ["--recover", "--status"],
         ["--bogus", "x"],
     ],
 )
@@ -85,6 +86,38 @@ def test_refusals_happen_before_any_qrexec_call(world, tmp_path):
         sock.close()
 
 
+@pytest.mark.parametrize("suffix", ["/", "/.", "/..", "//", "/./"])
+def test_a_file_named_as_a_directory_is_refused_like_the_kernel_does(world, doc, suffix):
+    """realpath() drops a trailing "/" or "/.": "a.txt/" was accepted (and left
+    a .part file), "a.txt/." sent the header "." (extension lost)."""
+    link = doc.parent / "link.txt"
+    link.symlink_to(doc)
+    for arg in (str(doc) + suffix, str(link) + suffix):
+        result = world.run("--no-notify", arg)
+        assert result.returncode == 1, result.stderr
+        assert f"{arg}: Not a directory" in result.stderr
+        assert "Error" not in result.stderr and "Traceback" not in result.stderr
+    assert world.calls() == [], "refused before any qrexec call"
+    assert not [p for p in doc.parent.iterdir() if p.name.endswith(".part")]
+
+
+def test_dev_stdin_on_a_pipe_is_named_a_pipe(world):
+    result = world.run("--no-notify", "/dev/stdin", input="some text\n")
+    assert result.returncode == 1
+    assert "/dev/stdin: is a pipe" in result.stderr, result.stderr
+    assert "symbolic link" not in result.stderr
+    assert world.calls() == []
+
+
+def test_dev_stdin_from_a_file_opens_that_file(world, doc):
+    with open(doc, "rb") as stdin:
+        result = world.run("--no-notify", "/dev/stdin", stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    [call] = world.open_calls()
+    assert bytes.fromhex(call["header"]).startswith(b"stdin\0")
+    assert call["body_len"] == doc.stat().st_size
+
+
 def test_unreadable_file_is_refused(world, doc, monkeypatch, capsys, mocker):
     """In-process: the tests may run as root, where mode 000 is readable."""
     real_open = os.open
@@ -130,6 +163,34 @@ def test_service_and_profile(world, doc, args, config, service):
     calls = world.calls()
     assert calls[0]["argv"] == ["dom0", "whonix.RoutingStatus"]
     assert [c["argv"] for c in calls[1:]] == [["dom0", service]]
+
+
+@pytest.mark.parametrize(
+    ("status", "config", "service"),
+    [
+        # dom0's RoutingStatus names its default: that name is sent.
+        ({"status_json": {**DOM0_STATUS_WHONIX, "default_profile": "work"}}, None, "+work"),
+        # ... but the user's own default_profile wins over it.
+        ({"status_json": {**DOM0_STATUS_WHONIX, "default_profile": "work"}},
+         'default_profile = "offline"\n', "+offline"),
+        # No answer from dom0 (denied) or no usable default in it: built-in "tor".
+        ({"status_code": 126}, None, "+tor"),
+        ({"status_json": {**DOM0_STATUS_WHONIX, "default_profile": None}}, None, "+tor"),
+        ({"status_json": {**DOM0_STATUS_WHONIX, "default_profile": "Bad Name"}}, None, "+tor"),
+    ],
+)
+def test_an_explicit_profile_is_always_sent(world, doc, status, config, service):
+    """dom0 refuses an empty service argument (so that `+` cannot bypass a
+    policy rule about `+tor`): the CLI always names a profile, and reuses the
+    RoutingStatus answer it already asked for (no extra qrexec call)."""
+    world.set(**status)
+    if config:
+        world.write_config(config)
+    result = world.run("--no-notify", str(doc))
+    assert result.returncode == 0, result.stderr
+    argvs = [c["argv"] for c in world.calls()]
+    service = "whonix.OpenInDisposable" + service
+    assert argvs == [["dom0", "whonix.RoutingStatus"], ["dom0", service]]
 
 
 def test_name_starting_with_view_only_is_escaped_in_edit_mode(world, tmp_path):

@@ -34,7 +34,8 @@ def kept_copies(folder: Path) -> list[Path]:
 
 
 def leftovers(folder: Path) -> list[Path]:
-    return [p for p in folder.iterdir() if p.name.endswith(".part")]
+    """Reply files that a run did not clean up (.new, .part or .complete)."""
+    return [p for p in folder.iterdir() if p.name.endswith((".new", ".part", ".complete"))]
 
 
 def assert_untouched(doc: Path, before: os.stat_result) -> None:

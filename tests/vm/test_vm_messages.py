@@ -40,3 +40,11 @@ def test_cli_codes():
     assert from_transport(0) == 0
     assert from_transport(67) == 67 and from_transport(126) == 126
     assert from_transport(1) == CliExit.TRANSPORT and from_transport(-15) == CliExit.TRANSPORT
+
+
+def test_every_message_is_whole_sentences():
+    """The CLI appends sentences after these ("... The original is
+    unchanged; ..."): each must end with a full stop (signal 9's did not)."""
+    codes = [int(c) for c in Exit] + [1, 255, 9, -9, -15]
+    for code in codes:
+        assert describe(code, "tor").endswith("."), code
