@@ -348,8 +348,20 @@ def test_a_misconfigured_profile_is_66(broker, sim, kind):
 
 
 @pytest.mark.parametrize("kind", REQUESTS)
-def test_preloaded_disposables_follow_the_file_rules(broker, sim, kind):
-    sim.set_fault("preload", True)
+@pytest.mark.parametrize("n", [0, 1, 5])
+def test_preloads_follow_the_file_rules(broker, sim, kind, n):
+    """tor on the DVM's own gateway takes at most the one preload handed out;
+    the rest of the queue is left alone (as for files, test_preloads.py)."""
+    dvm = "whonix-workstation-18-dvm"
+    sim.set_feature("dom0", "preload-dispvm-delay", "3600")
+    sim.set_feature(dvm, "preload-dispvm-max", str(n))
+    sim.settle()
+    ready = sim.preloads(dvm)
     r = _request(broker, kind)
     assert r.code == Exit.OK, r.err
-    assert sim.disposables() == []
+    (got,) = launched(sim)
+    if n:
+        assert got["qube"] in ready
+    assert set(sim.preloads(dvm)) <= set(ready)
+    assert len(set(ready) - set(sim.preloads(dvm))) == (1 if n else 0)
+    assert got["qube"] not in sim.disposables()
