@@ -86,3 +86,15 @@ def test_a_hostile_link_handed_to_the_handler_is_refused(session):
     out = sh(session, "whonix-open-link", "--", "https://example.org/\x1b]0;x\x07")
     assert out.returncode == 2 and "control characters" in out.stderr
     assert session.standin.calls() == []
+
+
+def test_xdg_settings_can_make_it_the_default_web_browser(session):
+    out = sh(session, "xdg-settings", "set", "default-web-browser", "whonix-open-link.desktop")
+    assert out.returncode == 0, out.stderr
+    got = sh(session, "xdg-settings", "get", "default-web-browser")
+    assert got.stdout.strip() == "whonix-open-link.desktop"
+    for scheme in ("http", "https"):
+        assert sh(session, "xdg-mime", "query", "default",
+                  f"x-scheme-handler/{scheme}").stdout.strip() == "whonix-open-link.desktop"
+    assert sh(session, "xdg-open", "https://example.org/").returncode == 0
+    assert session.standin.wait_calls(1) == [["--", "https://example.org/"]]
