@@ -7,12 +7,14 @@ PYTHON      ?= python3
 VENV        ?= .venv
 VPY         := $(VENV)/bin/python
 DESTDIR     ?=
+VERSION     := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' common/__init__.py)
 PREFIX      ?= /usr
 # Installs go to the system Python's own package directory (Debian: dist-packages).
 SYS_PYTHON  ?= /usr/bin/python3
 PY_SITELIB  ?= $(shell $(SYS_PYTHON) -c 'import sysconfig as s; n = "deb_system" if "deb_system" in s.get_scheme_names() else "posix_prefix"; print(s.get_path("purelib", n, vars={"base": "$(PREFIX)"}))' 2>/dev/null)
 
-.PHONY: all venv system-deps test test-fast demo lint bench clean install-dom0 install-vm install-vm-desktop
+.PHONY: all venv system-deps test test-fast demo lint bench clean install-dom0 install-vm install-vm-desktop \
+	dist rpm deb
 
 all: test
 
@@ -69,25 +71,86 @@ bench: venv
 	$(VPY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+
+# --- packages ----------------------------------------------------------------
+# make dist: the source tarball the packages are built from (what a release ships).
+# Everything but the tests, the benchmarks and the demo; reproducible (sorted,
+# fixed owner and mtime). DISTDIR, RPM_TOPDIR and DEB_BUILDDIR let the tests
+# build in throwaway directories.
+DIST_NAME   := whonix-open-$(VERSION)
+DIST_FILES  := common dom0 vm sim desktop packaging policy qubes-rpc rpm_spec debian docs \
+	Makefile setup.py pyproject.toml README.md
+DISTDIR     ?= $(CURDIR)/dist
+RPM_TOPDIR  ?= $(CURDIR)/build/rpm
+DEB_BUILDDIR ?= $(CURDIR)/build/deb
+dist:
+	mkdir -p $(DISTDIR)
+	tar --sort=name --owner=0 --group=0 --numeric-owner --mtime='2024-01-01 00:00Z' \
+		--exclude=__pycache__ --exclude='*.pyc' --transform 's,^,$(DIST_NAME)/,' \
+		-czf $(DISTDIR)/$(DIST_NAME).tar.gz $(DIST_FILES)
+
+# make rpm: the dom0 RPM, rpmbuild -tb straight from that tarball (its spec is
+# rpm_spec/whonix-open-dom0.spec; Debian's `rpm` package works too; --nodeps:
+# there rpm's database knows no installed packages to check BuildRequires with).
+# Build it for the dom0's Python: in Qubes Builder (that release's Fedora), or
+# with RPMDEFINES='--define "python3_sitelib /usr/lib/python3.13/site-packages"'.
+RPMDEFINES  ?=
+rpm: dist
+	rpmbuild -tb --nodeps --define "_topdir $(RPM_TOPDIR)" $(RPMDEFINES) \
+		$(DISTDIR)/$(DIST_NAME).tar.gz
+	@ls $(RPM_TOPDIR)/RPMS/noarch/*.rpm
+
+# make deb: the template package, built from that tarball in DEB_BUILDDIR (the
+# .deb lands there, never beside the source tree).
+deb: dist
+	rm -rf $(DEB_BUILDDIR) && mkdir -p $(DEB_BUILDDIR)
+	tar -xzf $(DISTDIR)/$(DIST_NAME).tar.gz -C $(DEB_BUILDDIR)
+	cd $(DEB_BUILDDIR)/$(DIST_NAME) && dpkg-buildpackage -us -uc -b
+	@ls $(DEB_BUILDDIR)/*.deb
 
 # --- install on Qubes ------------------------------------------------------
-# dom0: the broker package (without the VM helper or the simulation), the three
-# qrexec services and the policy. 30-user-whonix-open.policy is installed once
-# and never overwritten (it is the administrator's).
+# The documented file lists and modes are held by tests/packaging/lists.py;
+# the dom0 RPM (rpm_spec/whonix-open-dom0.spec) and the .deb (debian/) call these
+# targets, so a change here changes the packages too.
+
+# >>> whonix-open-admin (dom0 command, issue 10): its launcher is installed when it
+# exists in the tree; its modules (dom0/admin/...) come with the dom0 package below.
+# To add another dom0 command: its launcher in packaging/ added to the wildcard here,
+# its name in the RPM spec's marked spot and in lists.py DOM0_COMMANDS.
+DOM0_COMMANDS := $(notdir $(wildcard packaging/whonix-open-admin))
+# <<< whonix-open-admin
+
+# dom0: the broker package (common + dom0, subpackages included; no VM helper, no
+# simulation), the three qrexec services, the policy, the tmpfiles entry, the
+# dom0 commands. The administrator's files (30-user-whonix-open.policy,
+# /etc/whonix-open/profiles.toml) are installed once and never overwritten.
+# Policy files as Qubes installs its own: 0664 root:qubes (qubes-core-admin's
+# rpm_spec), so qubes-policy-editor / the policy Admin API can rewrite them. The
+# group is set by the RPM (%attr); a plain `make install-dom0` sets it where the
+# group exists (dom0), and leaves it alone in a DESTDIR build root.
+DOM0_PY     := $(shell cd dom0 && find . -name '*.py' -not -path '*/__pycache__/*' | sort)
 install-dom0:
 	install -d $(DESTDIR)$(PY_SITELIB)/whonix_open/dom0
 	install -m 0644 common/*.py $(DESTDIR)$(PY_SITELIB)/whonix_open/
-	install -m 0644 dom0/*.py $(DESTDIR)$(PY_SITELIB)/whonix_open/dom0/
+	for f in $(DOM0_PY); do \
+		install -D -m 0644 dom0/$$f $(DESTDIR)$(PY_SITELIB)/whonix_open/dom0/$$f || exit 1; done
 	$(SYS_PYTHON) -m compileall -q -d $(PY_SITELIB)/whonix_open $(DESTDIR)$(PY_SITELIB)/whonix_open
 	install -d $(DESTDIR)/etc/qubes-rpc $(DESTDIR)/etc/qubes/policy.d $(DESTDIR)/etc/whonix-open
 	install -m 0755 qubes-rpc/whonix.OpenInDisposable qubes-rpc/whonix.ViewInDisposable \
 		qubes-rpc/whonix.RoutingStatus $(DESTDIR)/etc/qubes-rpc/
-	install -m 0644 policy/70-whonix-open.policy $(DESTDIR)/etc/qubes/policy.d/
+	install -m 0664 policy/70-whonix-open.policy $(DESTDIR)/etc/qubes/policy.d/
 	test -e $(DESTDIR)/etc/qubes/policy.d/30-user-whonix-open.policy || \
-		install -m 0644 policy/30-user-whonix-open.policy $(DESTDIR)/etc/qubes/policy.d/
+		install -m 0664 policy/30-user-whonix-open.policy $(DESTDIR)/etc/qubes/policy.d/
+	if [ -z "$(DESTDIR)" ] && getent group qubes >/dev/null; then \
+		chgrp qubes /etc/qubes/policy.d/70-whonix-open.policy \
+			/etc/qubes/policy.d/30-user-whonix-open.policy; fi
+	test -e $(DESTDIR)/etc/whonix-open/profiles.toml || \
+		install -m 0644 packaging/profiles.toml.example $(DESTDIR)/etc/whonix-open/profiles.toml
 	install -d $(DESTDIR)/usr/lib/tmpfiles.d
 	install -m 0644 packaging/tmpfiles-whonix-open.conf $(DESTDIR)/usr/lib/tmpfiles.d/whonix-open.conf
+	$(if $(DOM0_COMMANDS),install -d $(DESTDIR)$(PREFIX)/bin)
+	$(foreach c,$(DOM0_COMMANDS),install -m 0755 packaging/$(c) $(DESTDIR)$(PREFIX)/bin/$(c);)
 
 # A template (TemplateVM): the helper, its command and the desktop integrations.
 install-vm:
@@ -96,8 +159,10 @@ install-vm:
 	install -m 0644 vm/*.py $(DESTDIR)$(PY_SITELIB)/whonix_open/vm/
 	install -m 0755 packaging/whonix-open $(DESTDIR)$(PREFIX)/bin/whonix-open
 	# Bytecode now: a user cannot write __pycache__ here, so without it every
-	# run of whonix-open would compile its modules again (~15 ms).
-	$(SYS_PYTHON) -m compileall -q -d $(PY_SITELIB)/whonix_open $(DESTDIR)$(PY_SITELIB)/whonix_open
+	# run of whonix-open would compile its modules again (~15 ms). COMPILE=no for
+	# the .deb: there dh_python3's py3compile does it at install.
+	$(if $(filter no,$(COMPILE)),,$(SYS_PYTHON) -m compileall -q -d $(PY_SITELIB)/whonix_open \
+		$(DESTDIR)$(PY_SITELIB)/whonix_open)
 
 # The desktop integrations (part of install-vm; on their own for the GUI tests):
 # each file where its file manager looks. See README, "Desktop integration".

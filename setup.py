@@ -22,9 +22,9 @@ setup(
         "whonix_open.sim": "sim",
     },
     # qubesadmin and qrexec are Qubes system packages (not on PyPI): imported lazily.
-    install_requires=[],
+    # The VM helper's own runtime dependency (the dom0 RPM does not use this list).
+    install_requires=["pyxdg"],
     extras_require={
-        "vm": ["pyxdg", "psutil"],
         "test": ["pytest", "pytest-mock", "hypothesis", "ruff", "pyxdg", "psutil"],
     },
     entry_points={

@@ -17,7 +17,8 @@ A file whose name begins with "view-only-" is sent as "_view-only-..." in edit
 mode, or the disposable would open it view-only.
 
 Exit status (with several files: the first failing file's, in argument order):
-  0 ok; 1 a file failed here (refused, I/O error, edit not applied);
+  0 ok; 1 a file failed here (refused, I/O error, edit not applied) or an
+  unexpected internal error (reported on stderr, as a notification, and logged);
   2 usage or config error; 3 refused here (loop guard, require_whonix_gateway);
   4 qrexec-client-vm missing or ended abnormally; 64-75 dom0's code and
   125-127 qrexec's code, passed through (see DESIGN.md); 129/130/143 interrupted.
@@ -184,13 +185,76 @@ def main(args: list[str] | None = None) -> int:
     if ns.status and ns.files:
         parser.error("--status takes no FILE")
 
-    from whonix_open.vm.run import run  # the heavy part, imported only now
-
     try:
+        from whonix_open.vm.run import run  # the heavy part, imported only now
+
         return run(ns)
     except KeyboardInterrupt:  # Ctrl-C before any file was sent: nothing to undo
         print("whonix-open: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - a bug or a broken install: say so, never silently
+        return unexpected_error(err, notify_user=not ns.no_notify)
+
+
+# Debian package and PyPI name of each third-party module the helper imports.
+_PROVIDED_BY = {"xdg": ("python3-xdg", "pyxdg")}
+
+
+def unexpected_error(err: BaseException, notify_user: bool = True) -> int:
+    """Report an exception nothing else handled: one clear line on stderr, a
+    desktop notification (a file manager started us and nobody reads stderr),
+    and the traceback in a log file. Exit status 1."""
+    missing = getattr(err, "name", None) if isinstance(err, ModuleNotFoundError) else None
+    if missing:
+        top = missing.split(".")[0]
+        deb, pypi = _PROVIDED_BY.get(top, (f"python3-{top}", top))
+        text = (f"the Python module '{top}' is missing: whonix-open is not completely "
+                f"installed (Debian package {deb}, or pip install {pypi}).")
+    else:
+        text = ("whonix-open stopped on an unexpected internal error (a bug or a broken "
+                "install); files already handed over are not affected.")
+    log = _log_traceback(err)
+    detail = f" Details: {log}" if log else ""
+    print(f"whonix-open: error: {text}{detail}", file=sys.stderr, flush=True)
+    if log is None:  # no log file: the traceback goes after the clear line
+        import traceback
+
+        traceback.print_exception(err, file=sys.stderr)
+    if notify_user and not _isatty(sys.stderr):
+        try:
+            from whonix_open.vm import notify
+
+            notify.notify("whonix-open: error", text + detail, "critical")
+        except Exception:  # noqa: BLE001, S110 - stderr already carries the message
+            pass
+    return 1
+
+
+def _log_traceback(err: BaseException) -> str | None:
+    """Append the traceback to $XDG_STATE_HOME/whonix-open/error.log; its path,
+    or None. Plain os.environ: pyxdg may be the very thing that is missing."""
+    import os
+    import time
+    import traceback
+
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    path = os.path.join(base, "whonix-open", "error.log")
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        with open(path, "a", encoding="utf-8", errors="backslashreplace") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} whonix-open "
+                      f"{__version__} pid {os.getpid()}\n")
+            log.write("".join(traceback.format_exception(err)))
+    except OSError:
+        return None
+    return path
+
+
+def _isatty(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):
+        return False
 
 
 if __name__ == "__main__":

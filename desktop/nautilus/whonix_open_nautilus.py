@@ -4,11 +4,10 @@ Installed in /usr/share/nautilus-python/extensions/ (python3-nautilus). Works wi
 the nautilus-python 4.0 API (Nautilus 43+, get_file_items(files)) and 3.0
 (get_file_items(window, files)).
 
-Every selected path is handed to `whonix-open`, directories included: the CLI
-refuses a directory with a notification rather than this menu hiding it. Items
-that are not local files (sftp://, trash://, a recent:// entry that does not
-resolve to a local file) or that are gone get no menu at all, since there is no
-local path to pass.
+The entries show only when every selected item is a local file, as in Thunar,
+Dolphin and PCManFM-Qt (which cannot express anything else): a selection with a
+folder, an item that is not a local file (sftp://, trash://, a recent:// entry
+that does not resolve to a local file) or one that is gone gets no menu.
 """
 
 from __future__ import annotations
@@ -66,8 +65,8 @@ def selection_paths(files: Sequence) -> list[str] | None:
         if path is None:
             return None  # one non-local or gone item: no partial open
         paths.append(path)
-    if all(f.is_directory() for f in files):
-        return None  # nothing openable; a mixed selection keeps the menu
+    if any(f.is_directory() for f in files):
+        return None  # as the other file managers do; whonix-open refuses folders
     return paths
 
 

@@ -4,7 +4,11 @@ One `GuiSession` = its own Xvfb (display picked with -displayfd), a throwaway
 HOME/XDG tree, and a file manager started under `dbus-run-session`. Menu entries
 are found by their text with tesseract OCR on a screenshot of the popup window,
 then clicked with xdotool: nothing assumes a menu layout. All waiting polls
-with a deadline; there is no fixed sleep used as synchronisation.
+while the program is still working: a wait fails only when the file manager's
+own processes have used no CPU for IDLE_LIMIT seconds (it is done and the thing
+is not there), so a loaded machine makes a run slower, never red. No indexer runs
+in the session (tracker/localsearch are masked for its D-Bus and autostart):
+they made Nautilus show "Loading…" for minutes on a busy machine.
 
 The `whonix-open` on PATH is a recording stand-in (`StandIn`), never the real CLI.
 """
@@ -39,6 +43,11 @@ OPTIONS = {
     "View in offline disposable": ["--view-only", "--offline", "--"],
 }
 OCR_SCALE = 3
+IDLE_LIMIT = 20.0  # seconds without any CPU use by the file manager: it is not coming
+HARD_LIMIT = 600.0  # seconds: a file manager busy forever is a failure too
+# Desktop indexers a file manager may start over D-Bus or at login. Masked in every
+# session: their work on a throwaway home is load the tests do not need.
+INDEXER_PATTERNS = ("tracker", "localsearch", "tinysparql")
 
 
 
@@ -64,9 +73,14 @@ class StandIn:
             return []
         return [json.loads(line) for line in self.record.read_text().splitlines() if line]
 
-    def wait_calls(self, count: int, timeout: float = 20) -> list[list[str]]:
-        return wait_for(lambda: (c := self.calls()) and len(c) >= count and c,
-                        f"{count} whonix-open call(s)", timeout)
+    def wait_calls(self, count: int, session: GuiSession | None = None) -> list[list[str]]:
+        """The calls once there are *count*; waiting while *session*'s file manager
+        works (without a session: the suite's generous deadline)."""
+        def enough():
+            return (c := self.calls()) and len(c) >= count and c
+        if session is None:
+            return wait_for(enough, f"{count} whonix-open call(s)")
+        return session.wait(enough, f"{count} whonix-open call(s)")
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,7 @@ class GuiSession:
             "GDK_BACKEND": "x11",
             "GSETTINGS_BACKEND": "memory",
         }
+        self._mask_indexers()
         self.xvfb = self._start_xvfb(size)
         self.app: subprocess.Popen | None = None
         self.menu_before: set[str] = set()
@@ -145,6 +160,64 @@ class GuiSession:
         self.app_log = root / "app.log"
 
     # --- processes -------------------------------------------------------
+    def _mask_indexers(self) -> None:
+        """Indexer D-Bus services replaced by ones that fail at once (the session
+        bus reads $XDG_DATA_HOME/dbus-1/services before the system directories;
+        the first file for a name wins), and their autostart entries hidden."""
+        services = Path(self.env["XDG_DATA_HOME"]) / "dbus-1/services"
+        services.mkdir(parents=True, exist_ok=True)
+        for path in Path("/usr/share/dbus-1/services").glob("*.service"):
+            if any(p in path.name.lower() for p in INDEXER_PATTERNS):
+                name = next((line.split("=", 1)[1].strip() for line in
+                             path.read_text().splitlines() if line.startswith("Name=")),
+                            path.stem)
+                (services / path.name).write_text(
+                    f"[D-BUS Service]\nName={name}\nExec=/bin/false\n")
+        autostart = Path(self.env["XDG_CONFIG_HOME"]) / "autostart"
+        autostart.mkdir(parents=True, exist_ok=True)
+        for path in Path("/etc/xdg/autostart").glob("*.desktop"):
+            if any(p in path.name.lower() for p in INDEXER_PATTERNS):
+                (autostart / path.name).write_text("[Desktop Entry]\nType=Application\n"
+                                                   f"Name={path.stem}\nHidden=true\n")
+
+    def processes(self) -> dict[int, tuple[str, int]]:
+        """{pid: (command name, CPU ticks incl. reaped children)} of the file
+        manager's session (dbus-run-session, its bus and everything they start)."""
+        if self.app is None:
+            return {}
+        found = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                raw = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            name = raw[raw.index("(") + 1:raw.rindex(")")]
+            fields = raw[raw.rindex(")") + 2:].split()
+            if int(fields[3]) == self.app.pid:  # session id: started under our setsid
+                found[int(entry.name)] = (name, sum(int(f) for f in fields[11:15]))
+        return found
+
+    def wait(self, predicate: Callable[[], object], what: str, idle: float = IDLE_LIMIT,
+             limit: float = HARD_LIMIT, interval: float = 0.3) -> object:
+        """Poll *predicate* for as long as the file manager keeps working: fail
+        after *idle* seconds in which its processes used no CPU, or after *limit*."""
+        start = last_change = time.monotonic()
+        last = None
+        while True:
+            value = predicate()
+            if value:
+                return value
+            now = time.monotonic()
+            ticks = sum(t for _, t in self.processes().values())
+            if ticks != last:
+                last, last_change = ticks, now
+            if now - last_change > idle or now - start > limit:
+                raise TimeoutError(f"{self.name}: no {what} after {now - start:.0f}s "
+                                   f"({now - last_change:.0f}s of them idle)")
+            time.sleep(interval)
+
     def _start_xvfb(self, size: str) -> subprocess.Popen:
         read_fd, write_fd = os.pipe()
         proc = subprocess.Popen(
@@ -218,13 +291,13 @@ class GuiSession:
                 found[wid] = Box(max(x, 0), max(y, 0), w, h)
         return found
 
-    def main_window(self, timeout: float = 60) -> Box:
+    def main_window(self) -> Box:
         """The largest viewable top-level once one has appeared."""
         def biggest():
             wins = self.toplevels()
             big = [b for b in wins.values() if b.w >= 300 and b.h >= 200]
             return max(big, key=lambda b: b.w * b.h) if big else None
-        return wait_for(biggest, f"the {self.name} window", timeout, interval=0.3)
+        return self.wait(biggest, f"the {self.name} window")
 
     def screenshot(self, dest: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -245,13 +318,13 @@ class GuiSession:
         tsv = self.x("tesseract", str(crop), "-", "--psm", "11", "tsv", check=False)
         return _parse_tsv(tsv, region)
 
-    def wait_text(self, region_fn: Callable[[], Box], phrases: Sequence[str],
-                  timeout: float = 30) -> list[Line]:
-        """OCR until every phrase shows up; returns the lines of the last OCR."""
+    def wait_text(self, region_fn: Callable[[], Box], phrases: Sequence[str]) -> list[Line]:
+        """OCR until every phrase shows up (while the program works); returns
+        the lines of the last OCR."""
         def seen():
             lines = self.ocr(region_fn())
             return lines if all(find_all(lines, p) for p in phrases) else None
-        return wait_for(seen, f"{phrases} on screen", timeout, interval=0.3)
+        return self.wait(seen, f"{phrases} on screen")
 
     def click(self, x: int, y: int, button: int = 1, modifiers: Sequence[str] = ()) -> None:
         # two moves: GTK4 only highlights a popover row after real pointer motion
@@ -278,7 +351,7 @@ class GuiSession:
         self.x("xdotool", "key", *keys)
 
     def open_menu(self, at: tuple[int, int], want: Sequence[str] = LABELS,
-                  tries: int = 3, timeout: float = 10) -> dict[str, Box]:
+                  tries: int = 3) -> dict[str, Box]:
         """Right-click at *at*; return the screen boxes of the *want* entries.
 
         The menu is the popup top-level that appears after the click; a menu that
@@ -290,8 +363,8 @@ class GuiSession:
         for _ in range(tries):
             self.click(*at, button=3)
             try:
-                return wait_for(lambda: self._menu_entries(before, want),
-                                "the context menu entries", timeout, interval=0.3)
+                return self.wait(lambda: self._menu_entries(before, want),
+                                 "context menu with the entries")
             except TimeoutError as err:
                 last_error = err
                 self.save_artifact("menu-not-found")
@@ -314,7 +387,8 @@ class GuiSession:
             return self.grab(row) != idle
 
         try:
-            wait_for(hover_lit, f"{label!r} to be highlighted", 10, interval=0.3)
+            # every try moves the pointer, so the program is never idle here: a cap
+            self.wait(hover_lit, f"highlight of {label!r}", limit=120)
         except TimeoutError as err:
             shot = self.save_artifact("not-highlighted")
             raise AssertionError(f"{self.name}: {err} (menu {menu}, row {row}; see {shot})") \
@@ -346,9 +420,8 @@ class GuiSession:
                 return {p: boxes[0] for p, boxes in found.items()}
         return None
 
-    def wait_menu_closed(self, timeout: float = 10) -> None:
-        wait_for(lambda: not (set(self.toplevels()) - self.menu_before), "the menu to close",
-                 timeout)
+    def wait_menu_closed(self) -> None:
+        self.wait(lambda: not (set(self.toplevels()) - self.menu_before), "closing of the menu")
 
 
 def _parse_tsv(tsv: str, region: Box) -> list[Line]:

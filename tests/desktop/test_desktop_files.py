@@ -73,8 +73,8 @@ def test_pcmanfm_qt_action_files_follow_the_file_manager_actions_spec(path: Path
         profile = groups[f"X-Action-Profile {name}"]
         assert exec_argv(profile["Exec"]) == expected_argv(entry["Name"])
         assert profile["Schemes"].split(";")[:1] == ["file"]
-        # all/all: still shown for a selection that includes a folder
-        assert "all/all" in profile["MimeTypes"].split(";")
+        # all/allfiles: every file, never a folder (hidden for a selection with one)
+        assert profile["MimeTypes"].split(";")[:1] == ["all/allfiles"]
     unknown = set(groups) - {"Desktop Entry"} - {f"X-Action-Profile {p}" for p in profiles}
     assert not unknown
 
@@ -89,7 +89,7 @@ def test_dolphin_service_menu(path: Path):
     groups = parse(path)
     entry = groups["Desktop Entry"]
     assert entry["Type"] == "Service"
-    assert "all/all" in entry["MimeType"].split(";")
+    assert [t for t in entry["MimeType"].split(";") if t] == ["all/allfiles"]
     assert entry["X-KDE-Protocols"] == "file"
     if path.parent.name == "kf5":
         assert entry["X-KDE-ServiceTypes"] == "KonqPopupMenu/Plugin"

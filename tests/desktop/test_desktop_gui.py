@@ -15,12 +15,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from desktop_gui import LABELS, OPTIONS, REPO, GuiSession, find_all, have
+from desktop_gui import INDEXER_PATTERNS, LABELS, OPTIONS, REPO, GuiSession, find_all, have
 
 pytestmark = pytest.mark.gui
 
 FILES = ("alpha.txt", "beta.pdf")
 FOLDER = "folder"
+# A word in every file manager's context menu for a folder: proves the menu is
+# there (and drawn) when our entries must be absent.
+MENU_ANCHOR = "Copy"
 
 
 @pytest.fixture
@@ -50,11 +53,11 @@ def need(*programs: str) -> None:
 
 
 def drive(session: GuiSession, work: Path, check_once: bool = False) -> None:
-    """Single file x three entries, two files, a file plus a folder."""
-    lines = session.wait_text(session.main_window, [*FILES, FOLDER], timeout=60)
+    """Single file x three entries, two files; none for a folder or file plus folder."""
+    lines = session.wait_text(session.main_window, [*FILES, FOLDER])
     where = {name: find_all(lines, name)[0].center for name in (*FILES, FOLDER)}
     blank = (min(x for x, _ in where.values()), max(y for _, y in where.values()) + 120)
-    alpha, beta, folder = (str(work / n) for n in (*FILES, FOLDER))
+    alpha, beta = (str(work / n) for n in FILES)
     expected = []
 
     for number, label in enumerate(LABELS):
@@ -68,24 +71,30 @@ def drive(session: GuiSession, work: Path, check_once: bool = False) -> None:
                     assert count == 1, f"{other!r} shown {count} times"
         session.activate(menu, label)
         expected.append([*OPTIONS[label], alpha])
-        assert session.standin.wait_calls(len(expected)) == expected
+        assert session.standin.wait_calls(len(expected), session) == expected
 
     session.select(blank, [where[FILES[0]], where[FILES[1]]])
     menu = session.open_menu(where[FILES[1]])
     session.save_artifact("two-files")
     session.activate(menu, "Open in Tor disposable")
-    call = session.standin.wait_calls(len(expected) + 1)[-1]
+    call = session.standin.wait_calls(len(expected) + 1, session)[-1]
     assert call[:1] == ["--"] and sorted(call[1:]) == sorted([alpha, beta])
     expected.append(call)
 
-    session.select(blank, [where[FILES[0]], where[FOLDER]])
-    menu = session.open_menu(where[FOLDER])
-    session.save_artifact("file-and-folder")
-    session.activate(menu, "View in offline disposable")
-    call = session.standin.wait_calls(len(expected) + 1)[-1]
-    # the folder is passed on: whonix-open refuses it with a notification
-    assert call[:3] == ["--view-only", "--offline", "--"]
-    assert sorted(call[3:]) == sorted([alpha, folder])
+    # A folder alone, and a file with a folder: no entries, in every file manager
+    # (Thunar, Dolphin and PCManFM-Qt match each selected item; Nautilus does the same).
+    for case, picked in (("folder", [FOLDER]), ("file-and-folder", [FILES[0], FOLDER])):
+        session.select(blank, [where[name] for name in picked])
+        session.open_menu(where[FOLDER], want=[MENU_ANCHOR])
+        session.save_artifact(case)
+        shown = [label for label in LABELS if find_all(session.menu_lines, label)]
+        assert shown == [], f"{case}: {shown} shown"
+        session.key("Escape")
+        session.wait_menu_closed()
+    assert session.standin.calls() == expected
+    # no indexer ran in this session (masked: see desktop_gui)
+    running = {name for name, _ in session.processes().values()}
+    assert not [n for n in running if any(p in n.lower() for p in INDEXER_PATTERNS)], running
 
 
 def test_thunar(tmp_path, install, workdir):
@@ -126,13 +135,13 @@ def test_dolphin_kf5_legacy_file_alone(tmp_path, workdir):
         dolphin_config(session)
         session.set_data_dirs([data, "/usr/share"])
         session.start(["dolphin", "--new-window", str(workdir)])
-        lines = session.wait_text(session.main_window, [FILES[0], FILES[1]], timeout=60)
+        lines = session.wait_text(session.main_window, [FILES[0], FILES[1]])
         a, b = (find_all(lines, n)[0].center for n in FILES)
         session.select((a[0], a[1] + 120), [a, b])
         menu = session.open_menu(b)
         session.save_artifact("two-files")
         session.activate(menu, "View in Tor disposable")
-        call = session.standin.wait_calls(1)[0]
+        call = session.standin.wait_calls(1, session)[0]
         assert call[:2] == ["--view-only", "--"]
         assert sorted(call[2:]) == sorted(str(workdir / n) for n in FILES)
 

@@ -95,9 +95,11 @@ def test_new_user_gets_the_system_default_plus_the_three_entries(env):
     got = {a.findtext("name"): a.findtext("command") for a in ours(uca(env))}
     assert got == {label: " ".join(["whonix-open", *OPTIONS[label], "%F"]) for label in LABELS}
     for action in ours(uca(env)):
-        # directories too, so a mixed selection keeps the entries
-        for condition in ("directories", "other-files", "text-files", "image-files"):
+        # every kind of file, never a folder (as in the other file managers)
+        for condition in ("audio-files", "image-files", "other-files", "text-files",
+                          "video-files"):
             assert action.find(condition) is not None
+        assert action.find("directories") is None
 
 
 def test_merge_keeps_user_actions_and_comments_and_is_idempotent(env):

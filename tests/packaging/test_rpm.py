@@ -1,0 +1,106 @@
+"""The dom0 RPM: built with rpmbuild from the `make dist` tarball; its files,
+modes, owners, config markings and requirements are the dom0 list, and nothing
+of the VM side or of PyPI gets in."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.packaging.conftest import make, site_of
+from tests.packaging.lists import (
+    DOM0_CONFIG,
+    DOM0_GROUP_QUBES,
+    REPO,
+    bytecode_matches,
+    expected,
+    split_bytecode,
+)
+from whonix_open import __version__
+
+QF = "[%{FILENAMES}\t%{FILEMODES}\t%{FILEFLAGS:fflags}\t%{FILEUSERNAME}\t%{FILEGROUPNAME}\n]"
+
+
+@pytest.fixture(scope="module")
+def rpm(tmp_path_factory) -> Path:
+    assert shutil.which("rpmbuild"), "rpmbuild missing: run .ci/install-system-deps"
+    tmp = tmp_path_factory.mktemp("rpm")
+    make("rpm", f"DISTDIR={tmp}/dist", f"RPM_TOPDIR={tmp}/top")
+    (built,) = (tmp / "top/RPMS/noarch").glob("*.rpm")
+    return built
+
+
+def query(rpm: Path, *args: str) -> str:
+    return subprocess.run(["rpm", "-qp", *args, str(rpm)], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def entries(rpm: Path) -> dict[str, tuple[int, str, str, str]]:
+    """{path: (mode bits, flags, user, group)} of the regular files."""
+    found = {}
+    for line in query(rpm, "--qf", QF).splitlines():
+        path, mode, flags, user, group = line.split("\t")
+        if stat.S_ISREG(int(mode)):
+            found[path] = (stat.S_IMODE(int(mode)), flags, user, group)
+    return found
+
+
+def test_name_version_arch(rpm: Path):
+    assert query(rpm, "--qf", "%{NAME} %{VERSION} %{ARCH}") == \
+        f"whonix-open-dom0 {__version__} noarch"
+
+
+def test_files_and_modes_are_the_dom0_list(rpm: Path):
+    files = {p: e for p, e in entries(rpm).items() if "d" not in e[1]}  # without %doc
+    modes = {p: e[0] for p, e in files.items()}
+    plain, pyc = split_bytecode(modes)
+    want = expected(site_of(modes), "dom0")
+    assert sorted(set(plain) ^ set(want)) == []
+    assert {p: oct(m) for p, m in plain.items() if want[p] != m} == {}
+    assert bytecode_matches(plain, pyc) == []
+    assert {(e[2], e[3]) for p, e in files.items() if p not in DOM0_GROUP_QUBES} == \
+        {("root", "root")}
+    assert {files[p][2:] for p in DOM0_GROUP_QUBES} == {("root", "qubes")}
+
+
+def test_config_markings(rpm: Path):
+    marked = {p: e[1] for p, e in entries(rpm).items() if "c" in e[1]}
+    assert marked == DOM0_CONFIG
+    assert sorted(query(rpm, "--configfiles").split()) == sorted(DOM0_CONFIG)
+
+
+def test_nothing_of_the_vm_side_or_the_simulation(rpm: Path):
+    names = query(rpm, "--list")
+    for part in ("/whonix_open/vm", "/whonix_open/sim", "/usr/bin/whonix-open\n", "/usr/share/"
+                 "applications", "nautilus", "autostart"):
+        assert part not in names
+
+
+def test_requirements_are_qubes_packages_never_pypi_names(rpm: Path):
+    requires = {re.split(r"\s", r, maxsplit=1)[0]: r for r in query(rpm, "--requires")
+                .splitlines()}
+    for qubes_pkg in ("python3-qubesadmin", "qubes-core-qrexec", "qubes-core-qrexec-dom0"):
+        assert qubes_pkg in requires
+    assert requires["python3"] == "python3 >= 3.11"
+    generated = [r for r in requires if "dist(" in r or r.startswith(("python3.", "pyxdg"))]
+    assert generated == []
+    # the Python whose site-packages the files are in (an RPM built for another
+    # Python refuses to install instead of landing where dom0's Python never looks)
+    abi = subprocess.run(["/usr/bin/python3", "-c", "import sys; print('%d.%d' % "
+                          "sys.version_info[:2])"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert requires["python(abi)"] == f"python(abi) = {abi}"
+
+
+def test_tmpfiles_entry_is_applied_at_install(rpm: Path):
+    assert "systemd-tmpfiles --create" in query(rpm, "--scripts")
+
+
+def test_spec_version_follows_the_package(rpm: Path):
+    spec = (REPO / "rpm_spec/whonix-open-dom0.spec").read_text()
+    assert f"%global version_ {__version__}\n" in spec
