@@ -8,6 +8,7 @@ this imports only what it needs, and the file machinery (vm/run.py) not at all.
 
 from __future__ import annotations
 
+import argparse  # cheap: the CLI has imported it already
 import os
 import signal
 import subprocess
@@ -96,13 +97,14 @@ def call_each(service: str, lines: list[bytes]) -> tuple[list[int], int | None]:
     return codes, stopped
 
 
-def _profile(ns: object, default: str | None) -> str:
-    if getattr(ns, "offline", False):
+def _profile(ns: argparse.Namespace, default: str | None) -> str:
+    """Always named: dom0 refuses an empty profile (as for files, vm/run.py)."""
+    if ns.offline:
         return "offline"
-    return getattr(ns, "profile", None) or default or "tor"
+    return ns.profile or default or "tor"
 
 
-def _report(ns: object, failures: list[tuple[str, str]], successes: list[str]) -> None:
+def _report(ns: argparse.Namespace, failures: list[str], successes: list[str]) -> None:
     if not failures and ns.quiet:
         return  # nothing to say
     from whonix_open.vm.report import Reporter  # only now: start-up time
@@ -110,12 +112,13 @@ def _report(ns: object, failures: list[tuple[str, str]], successes: list[str]) -
     reporter = Reporter(quiet=ns.quiet, use_notifications=not ns.no_notify)
     for text in successes:
         reporter.info(text)
-    for text, _ in failures:
+    for text in failures:
         reporter.error(text)
 
 
-def run(ns: object) -> int:
-    """`whonix-open URL...` or `whonix-open --app NAME`, arguments parsed."""
+def run(ns: argparse.Namespace) -> int:
+    """`whonix-open URL...` or `whonix-open --app NAME`, arguments parsed
+    (ns.links: the checked links, vm/links.py)."""
     from whonix_open.contract import SERVICE_URL
     from whonix_open.vm import config, loopguard
 
@@ -146,6 +149,9 @@ def run(ns: object) -> int:
         labels, service = list(ns.links), f"{SERVICE_URL}+{profile}"
         lines = [link.encode("ascii") + b"\n" for link in ns.links]
     codes, stopped = call_each(service, lines)
+    if stopped is not None:
+        print("whonix-open: interrupted; dom0 closes the disposable", file=sys.stderr)
+        return 128 + stopped
 
     from whonix_open.vm.messages import describe
 
@@ -154,11 +160,8 @@ def run(ns: object) -> int:
         if code == 0:
             successes.append(f"{label}: opened in a disposable ({profile}) and closed")
         elif code == TRANSPORT:
-            failures.append((f"{label}: qrexec-client-vm ended abnormally", label))
+            failures.append(f"{label}: qrexec-client-vm ended abnormally")
         else:
-            failures.append((f"{label}: {describe(code, profile)}", label))
-    if stopped is not None:
-        print("whonix-open: interrupted; dom0 closes the disposable", file=sys.stderr)
-        return 128 + stopped
+            failures.append(f"{label}: {describe(code, profile)}")
     _report(ns, failures, successes)
     return next((c for c in codes if c != 0), 0)

@@ -207,3 +207,33 @@ def test_stopping_the_cli_closes_the_app_and_its_disposable(chain):  # noqa: F81
             proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM
     wait_for(chain.no_disposables_left, "dom0 to destroy the disposable")
+
+
+# --- the CLI's own checks apply to links and apps too -----------------------
+
+def test_loop_guard_refuses_a_link_inside_an_openurl_session(world):
+    env = dict(world.env, QREXEC_SERVICE_FULL_NAME="qubes.OpenURL", QREXEC_REMOTE_DOMAIN="dom0")
+    result = subprocess.run(world.cli_argv("--no-notify", "https://example.org/"), env=env,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=DEADLINE, check=False)
+    assert result.returncode == 3 and "qubes.OpenURL session" in result.stderr
+    assert world.calls() == []
+
+
+def test_require_whonix_gateway_applies_to_apps(world):
+    world.write_config("require_whonix_gateway = true\n")
+    world.set(status_code=126)  # dom0 cannot tell: not known to be behind a gateway
+    result = world.run("--no-notify", "--app", "torbrowser")
+    assert result.returncode == 3 and "require_whonix_gateway" in result.stderr
+    assert [c["argv"][1] for c in world.calls()] == ["whonix.RoutingStatus"]
+
+
+def test_the_configured_default_profile_names_the_service(world, monkeypatch):
+    world.write_config('default_profile = "tor-2"\n')
+    services = []
+    monkeypatch.setattr("whonix_open.vm.remote.call_each",
+                        lambda service, lines: (services.append(service) or [0], None))
+    assert cli.main(["--no-notify", "--quiet", "https://example.org/"]) == 0
+    assert cli.main(["--no-notify", "--quiet", "--app", "terminal"]) == 0
+    assert services == ["whonix.OpenURLInDisposable+tor-2",
+                        "whonix.StartAppInDisposable+terminal+tor-2"]
