@@ -97,6 +97,23 @@ def call_each(service: str, lines: list[bytes]) -> tuple[list[int], int | None]:
     return codes, stopped
 
 
+# The shared messages (vm/messages.py) speak of files; said of a link or app:
+_WORDING = (("The file was NOT opened", "Nothing was opened"),
+            ("while the file was open", "while it was open"),
+            (" Edits made after that point are lost.", ""),
+            (" Edits not sent back before that are lost.", ""),
+            ("opening files from it again", "opening from it again"))
+
+
+def _describe(code: int, profile: str) -> str:
+    from whonix_open.vm.messages import describe
+
+    text = describe(code, profile)
+    for old, new in _WORDING:
+        text = text.replace(old, new)
+    return text
+
+
 def _profile(ns: argparse.Namespace, default: str | None) -> str:
     """Always named: dom0 refuses an empty profile (as for files, vm/run.py)."""
     if ns.offline:
@@ -153,8 +170,6 @@ def run(ns: argparse.Namespace) -> int:
         print("whonix-open: interrupted; dom0 closes the disposable", file=sys.stderr)
         return 128 + stopped
 
-    from whonix_open.vm.messages import describe
-
     failures, successes = [], []
     for label, code in zip(labels, codes, strict=True):
         if code == 0:
@@ -162,6 +177,6 @@ def run(ns: argparse.Namespace) -> int:
         elif code == TRANSPORT:
             failures.append(f"{label}: qrexec-client-vm ended abnormally")
         else:
-            failures.append(f"{label}: {describe(code, profile)}")
+            failures.append(f"{label}: {_describe(code, profile)}")
     _report(ns, failures, successes)
     return next((c for c in codes if c != 0), 0)

@@ -237,3 +237,12 @@ def test_the_configured_default_profile_names_the_service(world, monkeypatch):
     assert cli.main(["--no-notify", "--quiet", "--app", "terminal"]) == 0
     assert services == ["whonix.OpenURLInDisposable+tor-2",
                         "whonix.StartAppInDisposable+terminal+tor-2"]
+
+
+@pytest.mark.parametrize("code", sorted(int(c) for c in Exit if c != Exit.OK))
+def test_every_dom0_code_is_told_in_words_about_links(monkeypatch, capsys, code):
+    monkeypatch.setattr("whonix_open.vm.remote.call_each", lambda service, lines: ([code], None))
+    assert cli.main(["--no-notify", "https://example.org/"]) == code
+    err = capsys.readouterr().err
+    said = err.split("https://example.org/: ", 1)[1]
+    assert said.strip() and re.search(r"\bfiles?\b", said) is None, said
