@@ -169,13 +169,20 @@ def test_offline_treats_any_netvm_event_as_a_change(broker, sim):
 
 # --- 7.4: signals at each step of create -> record -> mark -> set -> start -----
 
+# (profile, call, when). tor fits the DVM template's own netvm (CreateDisposable);
+# offline does not (Create.DispVM, then auto_cleanup and netvm are set).
 STEPS = [
-    ("admin.vm.CreateDisposable", "after"),  # qubesd made it; its name is on the way
-    ("admin.vm.tag.Set", "before"),          # recorded, not yet tagged nor marked
-    ("admin.vm.feature.Set", "before"),      # tagged, not yet marked
-    ("admin.vm.property.Set", "before"),     # marked, netvm not yet set
-    ("admin.vm.Start", "before"),            # netvm set, not yet started
+    ("tor", "admin.vm.CreateDisposable", "after"),  # made; its name is on the way
+    ("tor", "admin.vm.tag.Set", "before"),          # recorded, not yet tagged nor marked
+    ("tor", "admin.vm.feature.Set", "before"),      # tagged, not yet marked
+    ("tor", "admin.vm.property.Set", "before"),     # marked, default_dispvm not yet none
+    ("tor", "admin.vm.Start", "before"),            # verified, not yet started
+    ("offline", "admin.vm.Create.DispVM", "after"),
+    ("offline", "admin.vm.tag.Set", "before"),
+    ("offline", "admin.vm.property.Set", "before"),  # marked, auto_cleanup not yet set
+    ("offline", "admin.vm.Start", "before"),
 ]
+SIGKILL_STEPS = [s for s in STEPS if s[2] == "before"]
 
 
 def _paused(sim, method: str, when: str) -> bool:
@@ -185,13 +192,19 @@ def _paused(sim, method: str, when: str) -> bool:
     return any(c["method"] == method for c in st["calls"])
 
 
-@pytest.mark.parametrize(("method", "when"), STEPS)
-def test_sigterm_at_each_step_leaves_no_disposable(broker, sim, method, when):
-    sim.set_fault("slow_call", [method, when, 3])
-    proc = broker.start()
+def _service_paused_at(broker, sim, profile: str, method: str, when: str, seconds: float):
+    """A service that sent its file and is held at that Admin API call."""
+    sim.set_fault("slow_call", [method, when, seconds])
+    proc = broker.start(arg=profile)
     proc.stdin.write(header("a.txt") + b"x")
     proc.stdin.close()
     wait_for(lambda: _paused(sim, method, when), f"{method} to be under way")
+    return proc
+
+
+@pytest.mark.parametrize(("profile", "method", "when"), STEPS)
+def test_sigterm_at_each_step_leaves_no_disposable(broker, sim, profile, method, when):
+    proc = _service_paused_at(broker, sim, profile, method, when, 3)
     proc.send_signal(signal.SIGTERM)
     err = finish(proc)
     assert proc.returncode == Exit.INTERNAL, err
@@ -199,13 +212,10 @@ def test_sigterm_at_each_step_leaves_no_disposable(broker, sim, method, when):
     assert sim.disposables() == []
 
 
-@pytest.mark.parametrize(("method", "when"), STEPS[1:])
-def test_sigkill_after_the_record_is_swept_by_the_next_request(broker, sim, method, when):
-    sim.set_fault("slow_call", [method, when, 60])
-    proc = broker.start()
-    proc.stdin.write(header("a.txt") + b"x")
-    proc.stdin.close()
-    wait_for(lambda: _paused(sim, method, when), f"{method} to be under way")
+@pytest.mark.parametrize(("profile", "method", "when"), SIGKILL_STEPS)
+def test_sigkill_after_the_record_is_swept_by_the_next_request(broker, sim, profile, method,
+                                                               when):
+    proc = _service_paused_at(broker, sim, profile, method, when, 60)
     proc.kill()
     proc.wait(timeout=DEADLINE)
     (left,) = sim.disposables()
@@ -219,11 +229,7 @@ def test_sigkill_after_the_record_is_swept_by_the_next_request(broker, sim, meth
 def test_an_unmarked_recorded_name_of_another_template_is_not_killed(broker, sim):
     """The session died before marking its disposable, and the name now
     belongs to a disposable of another template: it is not ours."""
-    sim.set_fault("slow_call", ["admin.vm.tag.Set", "before", 60])
-    proc = broker.start()
-    proc.stdin.write(header("a.txt") + b"x")
-    proc.stdin.close()
-    wait_for(lambda: _paused(sim, "admin.vm.tag.Set", "before"), "the tag call")
+    proc = _service_paused_at(broker, sim, "tor", "admin.vm.tag.Set", "before", 60)
     proc.kill()
     proc.wait(timeout=DEADLINE)
     (left,) = sim.disposables()
