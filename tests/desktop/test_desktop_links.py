@@ -98,3 +98,27 @@ def test_xdg_settings_can_make_it_the_default_web_browser(session):
                   f"x-scheme-handler/{scheme}").stdout.strip() == "whonix-open-link.desktop"
     assert sh(session, "xdg-open", "https://example.org/").returncode == 0
     assert session.standin.wait_calls(1) == [["--", "https://example.org/"]]
+
+
+CHOOSER = REPO / "desktop" / "chooser"
+
+
+def test_chooser_entries_all_run_whonix_open_choose():
+    """One label and one command in every place the chooser appears."""
+    found = {}
+    entry = parse(CHOOSER / "whonix-open-choose.desktop")["Desktop Entry"]
+    found["mime"] = (entry["Name"], exec_argv(entry["Exec"]))
+    assert entry["NoDisplay"] == "true" and "application/pdf" in entry["MimeType"]
+    groups = parse(CHOOSER / "pcmanfm-qt/whonix-open-choose.desktop")
+    assert groups["Desktop Entry"]["Type"] == "Action"
+    found["pcmanfm-qt"] = (groups["Desktop Entry"]["Name"],
+                           exec_argv(groups["X-Action-Profile local_files"]["Exec"]))
+    assert "all/all" in groups["X-Action-Profile local_files"]["MimeTypes"]
+    for version in ("kf5", "kf6"):
+        groups = parse(CHOOSER / f"dolphin/{version}/whonix-open-choose.desktop")
+        assert groups["Desktop Entry"]["Type"] == "Service"
+        assert groups["Desktop Entry"]["Actions"] == "whonixChoose;"
+        action = groups["Desktop Action whonixChoose"]
+        found[version] = (action["Name"], exec_argv(action["Exec"]))
+    assert all(v == ("Open in disposable…", ["whonix-open-choose", "--", "%F"])
+               for v in found.values()), found
