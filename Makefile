@@ -118,7 +118,7 @@ deb: dist
 # exists in the tree; its modules (dom0/admin/...) come with the dom0 package below.
 # To add another dom0 command: its launcher in packaging/ added to the wildcard here,
 # its name in the RPM spec's marked spot and in lists.py DOM0_COMMANDS.
-DOM0_COMMANDS := $(notdir $(wildcard packaging/whonix-open-admin))
+DOM0_COMMANDS := $(notdir $(wildcard packaging/whonix-open-admin packaging/whonix-open-app))
 # <<< whonix-open-admin
 
 # dom0: the broker package (common + dom0, subpackages included; no VM helper, no
@@ -138,7 +138,11 @@ install-dom0:
 	$(SYS_PYTHON) -m compileall -q -d $(PY_SITELIB)/whonix_open $(DESTDIR)$(PY_SITELIB)/whonix_open
 	install -d $(DESTDIR)/etc/qubes-rpc $(DESTDIR)/etc/qubes/policy.d $(DESTDIR)/etc/whonix-open
 	install -m 0755 qubes-rpc/whonix.OpenInDisposable qubes-rpc/whonix.ViewInDisposable \
-		qubes-rpc/whonix.RoutingStatus $(DESTDIR)/etc/qubes-rpc/
+		qubes-rpc/whonix.RoutingStatus qubes-rpc/whonix.OpenURLInDisposable \
+		qubes-rpc/whonix.StartAppInDisposable $(DESTDIR)/etc/qubes-rpc/
+	install -d $(DESTDIR)$(PREFIX)/share/applications
+	install -m 0644 desktop/dom0/whonix-open-torbrowser.desktop \
+		desktop/dom0/whonix-open-terminal.desktop $(DESTDIR)$(PREFIX)/share/applications/
 	install -m 0664 policy/70-whonix-open.policy $(DESTDIR)/etc/qubes/policy.d/
 	test -e $(DESTDIR)/etc/qubes/policy.d/30-user-whonix-open.policy || \
 		install -m 0664 policy/30-user-whonix-open.policy $(DESTDIR)/etc/qubes/policy.d/
@@ -157,7 +161,8 @@ install-vm:
 	install -d $(DESTDIR)$(PY_SITELIB)/whonix_open/vm $(DESTDIR)$(PREFIX)/bin
 	install -m 0644 common/*.py $(DESTDIR)$(PY_SITELIB)/whonix_open/
 	install -m 0644 vm/*.py $(DESTDIR)$(PY_SITELIB)/whonix_open/vm/
-	install -m 0755 packaging/whonix-open $(DESTDIR)$(PREFIX)/bin/whonix-open
+	install -m 0755 packaging/whonix-open packaging/whonix-open-link packaging/whonix-open-choose \
+		$(DESTDIR)$(PREFIX)/bin/
 	# Bytecode now: a user cannot write __pycache__ here, so without it every
 	# run of whonix-open would compile its modules again (~15 ms). COMPILE=no for
 	# the .deb: there dh_python3's py3compile does it at install.
@@ -173,7 +178,14 @@ install-vm-desktop:
 		$(DESTDIR)$(DATADIR)/nautilus-python/extensions $(DESTDIR)$(DATADIR)/kio/servicemenus \
 		$(DESTDIR)$(DATADIR)/kservices5/ServiceMenus $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/xdg/autostart
 	install -m 0644 desktop/mime/whonix-open.desktop desktop/mime/whonix-open-view.desktop \
-		$(DESTDIR)$(DATADIR)/applications/
+		desktop/links/whonix-open-link.desktop desktop/links/whonix-open-link-confirm.desktop \
+		desktop/chooser/whonix-open-choose.desktop $(DESTDIR)$(DATADIR)/applications/
+	install -m 0644 desktop/chooser/pcmanfm-qt/whonix-open-choose.desktop \
+		$(DESTDIR)$(DATADIR)/file-manager/actions/
+	install -m 0644 desktop/chooser/dolphin/kf6/whonix-open-choose.desktop \
+		$(DESTDIR)$(DATADIR)/kio/servicemenus/
+	install -m 0644 desktop/chooser/dolphin/kf5/whonix-open-choose.desktop \
+		$(DESTDIR)$(DATADIR)/kservices5/ServiceMenus/
 	install -m 0644 desktop/pcmanfm-qt/whonix-open-open.desktop desktop/pcmanfm-qt/whonix-open-view.desktop \
 		desktop/pcmanfm-qt/whonix-open-view-offline.desktop $(DESTDIR)$(DATADIR)/file-manager/actions/
 	install -m 0644 desktop/nautilus/whonix_open_nautilus.py $(DESTDIR)$(DATADIR)/nautilus-python/extensions/

@@ -32,6 +32,9 @@ setup(
         "console_scripts": [
             "whonix-open = whonix_open.vm.cli:main",
             "whonix-open-admin = whonix_open.dom0.admin.main:main",
+            "whonix-open-app = whonix_open.dom0.launch:main",
+            "whonix-open-link = whonix_open.vm.handlers:link_main",
+            "whonix-open-choose = whonix_open.vm.handlers:choose_main",
         ],
         # The simulated Qubes offers itself to dom0/backend.py connect();
         # install-dom0 ships neither the package nor this entry point.

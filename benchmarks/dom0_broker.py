@@ -10,7 +10,9 @@ Prints, without asserting anything:
    `python3 -c 'import subprocess, logging, json'` (target <= 2.0);
 3. relay throughput of a 512 MiB stream through the service into a cat-like
    disposable side, as a ratio to a plain `cat` pipe (target >= 0.9);
-4. the service's peak RSS for 16 MiB and 512 MiB streams (target <= 40 MiB, flat).
+4. the service's peak RSS for 16 MiB and 512 MiB streams (target <= 40 MiB, flat);
+5. Admin API calls of a link and an app open next to a file open of the same
+   profile (target: no more).
 
 Every process keeps compiled bytecode (PYTHONPYCACHEPREFIX in a scratch
 directory, one untimed warm-up run first), as in dom0, where `make install-dom0`
@@ -33,7 +35,7 @@ import threading
 import time
 from pathlib import Path
 
-from whonix_open.contract import SERVICE_OPEN
+from whonix_open.contract import SERVICE_APP, SERVICE_OPEN, SERVICE_URL
 from whonix_open.openinvm import HEADER_SIZE
 from whonix_open.sim.harness import SimQubes
 from whonix_open.sim.qubesd_server import QubesdServer
@@ -127,6 +129,36 @@ def calls_per_open() -> None:
               + ("" if total <= target else "  -- TARGET MISSED"))
         for method, n in sorted(counts.items()):
             print(f"      {n:2d}  {method}")
+
+
+def calls_of(service: str, arg: str, data: bytes) -> int:
+    """Admin API calls of one successful request through the real service."""
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        sim = SimQubes.create(tmp / "sim")
+        sim.set_fault("disposable_behaviour", "noop")
+        env = service_env(sim, tmp, arg)
+        env["QREXEC_SERVICE_FULL_NAME"] = f"{service}+{arg}"
+        r = subprocess.run([sys.executable, str(REPO / "qubes-rpc" / service), arg], input=data,
+                           capture_output=True, env=env, check=False)
+        if r.returncode != 0:
+            raise SystemExit(f"{service}+{arg} failed ({r.returncode}): {r.stderr.decode()}")
+        return len(sim.calls())
+
+
+def calls_links_and_apps() -> None:
+    print("5. Admin API calls of links and apps vs a file open of the same profile "
+          "(target: no more)")
+    doc = b"report.pdf".ljust(HEADER_SIZE, b"\0") + b"%PDF small\n"
+    rows = [("tor", calls_of(SERVICE_OPEN, "tor", doc),
+             [("link", calls_of(SERVICE_URL, "tor", b"https://www.whonix.org/\n")),
+              ("Tor Browser", calls_of(SERVICE_APP, "torbrowser+tor", b"\n"))]),
+            ("offline", calls_of(SERVICE_OPEN, "offline", doc),
+             [("terminal", calls_of(SERVICE_APP, "terminal+offline", b"\n"))])]
+    for profile, file_calls, others in rows:
+        for label, n in others:
+            print(f"   {profile}: {label} {n} vs file {file_calls}"
+                  + ("" if n <= file_calls else "  -- TARGET MISSED"))
 
 
 def median_wall(argv: list[str], runs: int, env: dict[str, str] | None = None) -> float:
@@ -270,6 +302,7 @@ def main() -> None:
     startup_ratio_real(5 if a.quick else 15)
     startup_ratio(5 if a.quick else 15)
     throughput_and_rss(64 if a.quick else 512, 1 if a.quick else 7)
+    calls_links_and_apps()
 
 
 if __name__ == "__main__":

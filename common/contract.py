@@ -10,6 +10,13 @@ import re
 SERVICE_OPEN = "whonix.OpenInDisposable"
 SERVICE_VIEW = "whonix.ViewInDisposable"
 SERVICE_STATUS = "whonix.RoutingStatus"
+# Links and apps go through the same broker (DESIGN.md "Links and apps").
+# URL: argument "+PROFILE", the stream is one line for the disposable's qubes.OpenURL.
+# App: argument "+APP+PROFILE" (both names in the profile-name grammar), so a
+# policy rule can name the exact pair; dom0 maps APP to qubes.StartApp+<desktop id>.
+SERVICE_URL = "whonix.OpenURLInDisposable"
+SERVICE_APP = "whonix.StartAppInDisposable"
+APP_SEPARATOR = "+"
 
 BUILTIN_PROFILES = ("tor", "offline")
 DEFAULT_PROFILE = "tor"
@@ -22,6 +29,11 @@ PROFILE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,30}")
 def is_profile_name(text: str) -> bool:
     """True if *text* is a syntactically valid profile name."""
     return isinstance(text, str) and PROFILE_NAME_RE.fullmatch(text) is not None
+
+
+def is_app_name(text: str) -> bool:
+    """App names (dom0's allowlist keys) follow the profile-name grammar."""
+    return is_profile_name(text)
 
 
 class Exit(enum.IntEnum):
@@ -39,6 +51,8 @@ class Exit(enum.IntEnum):
     INTERNAL = 73
     SESSION_EXPIRED = 74
     CALLER_SILENT = 75
+    LINK_NEEDS_NETWORK = 76  # a link was asked for in an offline profile
+    APP_NOT_ALLOWED = 77  # the app is not in dom0's allowlist (profiles.toml [apps])
 
     # qrexec's own codes, as seen by the caller of qrexec-client-vm
     QREXEC_FAILED = 125

@@ -89,6 +89,14 @@ class Demo:
         left = self.sim.disposables()
         print(f"  disposables still running: {len(left)}{' ' + ', '.join(left) if left else ''}")
 
+    def show_launched(self) -> None:
+        """What the disposable's qubes.OpenURL / qubes.StartApp was given last."""
+        done = self.sim.snapshot().get("launched", [])
+        if done:
+            last = done[-1]
+            what = last.get("url") or last.get("app")
+            print(f"  disposable {last['qube']} ran {last['kind']}: {what}")
+
     def show_file(self, path: Path) -> None:
         print(textwrap.indent(path.read_text(), f"  {path.name}: "), end="")
 
@@ -125,6 +133,19 @@ def main() -> int:
         failures += d.step("4. From a clearnet qube: a warning, yet the disposable is "
                            "Tor-routed because dom0 enforces it", "personal",
                            "--view-only", str(photo)) != 0
+
+        failures += d.step("4a. A link from the clearnet qube opens in a checked Tor "
+                           "disposable (dom0 relays it to qubes.OpenURL unread)", "personal",
+                           "https://www.whonix.org/wiki/Qubes") != 0
+        d.show_launched()
+        failures += d.step("4b. Tor Browser in a checked Tor disposable; it is destroyed "
+                           "when the browser exits", "anon-whonix", "--app", "torbrowser") != 0
+        d.show_launched()
+        calls = len(d.sim.calls())
+        code = d.step("4c. A javascript: link is refused before anything is sent", "personal",
+                      "--", "javascript:alert(document.cookie)")
+        print(f"  Admin API calls caused: {len(d.sim.calls()) - calls}")
+        failures += code != 2 or len(d.sim.calls()) != calls
 
         d.sim.set_property("whonix-workstation-18-dvm", "netvm", "sys-firewall")
         print(f"\n{DIM}(admin mistake: the DVM template's netvm is now sys-firewall, "

@@ -24,11 +24,13 @@ class AuditRecord:
     def __init__(self, service: str) -> None:
         self.service = service
         self.caller = self.profile = self.dvm = self.disposable = self.network = "-"
+        self.relay = "-"  # the service called in the disposable (validated names only)
         self.started = time.monotonic()
 
     def emit(self, code: int) -> str:
         line = (f"caller={self.caller} service={self.service} profile={self.profile} "
-                f"dvm={self.dvm} disposable={self.disposable} network={self.network} "
+                f"relay={self.relay} dvm={self.dvm} disposable={self.disposable} "
+                f"network={self.network} "
                 f"exit={code} duration={time.monotonic() - self.started:.2f}s")
         log_line(line, syslog.LOG_INFO if code == 0 else syslog.LOG_WARNING)
         return line

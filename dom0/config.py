@@ -17,6 +17,12 @@
     [profiles.tor]                   # built-ins may pin dvm/gateway, not change network
     gateway = "sys-whonix"
 
+    [apps.mail]                      # allow one more app (whonix.StartAppInDisposable)
+    desktop_id = "thunderbird"       # started as qubes.StartApp+thunderbird in the disposable
+
+    [apps.terminal]                  # the built-ins are torbrowser and terminal
+    enabled = false                  # take one away
+
 Anything else - an unknown key, a wrong type, a bad name, a file that does not
 parse - is a ConfigError: the service refuses (66) rather than guess.
 Whether a pinned qube really is a Whonix-Gateway / Whonix-Workstation DVM
@@ -26,10 +32,11 @@ template is checked against qubesd when a request uses the profile.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from whonix_open.contract import BUILTIN_PROFILES, DEFAULT_PROFILE, is_profile_name
+from whonix_open.contract import BUILTIN_PROFILES, DEFAULT_PROFILE, is_app_name, is_profile_name
 from whonix_open.dom0.request import is_qube_name
 
 DEFAULT_PATH = "/etc/whonix-open/profiles.toml"
@@ -59,10 +66,21 @@ class Limits(NamedTuple):
     caller_wait_seconds: int = 30
 
 
+# Apps a qube (or dom0's menu) may start in a disposable: name -> desktop id
+# in the disposable, without ".desktop" (what qubes.StartApp takes): Whonix's
+# Tor Browser launcher, and the Qubes agent's own "Run Terminal", which runs
+# the template's x-terminal-emulator (Whonix 17 and 18 alike; QUBES-FACTS.md).
+BUILTIN_APPS = {"torbrowser": "janondisttorbrowser", "terminal": "qubes-run-terminal"}
+# A desktop file's basename: qrexec's argument charset minus "+" (the
+# separator), no "/" (qubes.StartApp looks it up under applications/).
+DESKTOP_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
 class Config(NamedTuple):
     profiles: Mapping[str, Profile]
     default_profile: str = DEFAULT_PROFILE
     limits: Limits = Limits()
+    apps: Mapping[str, str] = BUILTIN_APPS
 
     def profile(self, name: str | None) -> Profile | None:
         """The named profile (None: the default), or None if unknown."""
@@ -117,9 +135,37 @@ def _profile(name: str, table: object, base: Profile | None) -> Profile:
     return Profile(name=name, network=network, dvm=dvm, gateway=gateway)
 
 
+def _apps(tables: object) -> dict[str, str]:
+    if not isinstance(tables, dict):
+        raise ConfigError("apps: must be a table of apps")
+    apps = dict(BUILTIN_APPS)
+    for name, table in tables.items():
+        where = f"apps.{name}"
+        if not is_app_name(name):
+            raise ConfigError(f"{where}: an app name is [a-z0-9][a-z0-9-]{{0,30}}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: must be a table")
+        _check_keys(table, {"desktop_id", "enabled"}, where)
+        enabled = table.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"{where}.enabled: must be true or false")
+        if "desktop_id" in table:
+            value = table["desktop_id"]
+            if not isinstance(value, str) or DESKTOP_ID_RE.fullmatch(value) is None \
+                    or value.endswith(".desktop"):
+                raise ConfigError(f"{where}.desktop_id: must be a desktop file name without "
+                                  f"\".desktop\" ([A-Za-z0-9][A-Za-z0-9._-]{{0,99}})")
+            apps[name] = value
+        elif name not in BUILTIN_APPS and enabled:
+            raise ConfigError(f"{where}.desktop_id: required for a new app")
+        if not enabled:
+            apps.pop(name, None)
+    return apps
+
+
 def parse_config(data: Mapping) -> Config:
     """Validate parsed TOML into a Config (raises ConfigError)."""
-    _check_keys(data, {"default_profile", "limits", "profiles"}, "profiles.toml")
+    _check_keys(data, {"default_profile", "limits", "profiles", "apps"}, "profiles.toml")
     profiles = _builtins()
 
     tables = data.get("profiles", {})
@@ -144,7 +190,8 @@ def parse_config(data: Mapping) -> Config:
     if 2 * limits.per_qube >= limits.total:
         raise ConfigError("limits: total must be more than twice per_qube, so that no "
                           "qube together with disposables can take every slot")
-    return Config(profiles=profiles, default_profile=default, limits=limits)
+    return Config(profiles=profiles, default_profile=default, limits=limits,
+                  apps=_apps(data.get("apps", {})))
 
 
 def load_config(env: Mapping[str, str] | None = None) -> Config:

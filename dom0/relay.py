@@ -98,20 +98,22 @@ def _stop(proc: Relay) -> None:
 
 
 def relay(backend: Backend, name: str, alarm: NetvmAlarm, *, view_only: bool,
-          caller_in: int, caller_out: int, connect_timeout: int, deadline: float) -> Exit:
-    """Run qubes.OpenInVM in *name* on the caller's descriptors until it ends
-    (or until *deadline*, a time.monotonic() value)."""
+          caller_in: int, caller_out: int, connect_timeout: int, deadline: float,
+          service: str = SERVICE) -> Exit:
+    """Run *service* (qubes.OpenInVM, or OpenURL/StartApp+ID for links and
+    apps) in *name* on the caller's descriptors until it ends (or until
+    *deadline*, a time.monotonic() value). *view_only*: its output is discarded."""
     if alarm.fired():
         raise Refusal(Exit.NETVM_CHANGED, f"netvm of {name} changed before the file was sent")
     out = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC) if view_only else caller_out
     try:
-        proc = backend.run_service(name, SERVICE, stdin=caller_in, stdout=out,
+        proc = backend.run_service(name, service, stdin=caller_in, stdout=out,
                                    connect_timeout=connect_timeout)
     finally:
         if view_only:
             os.close(out)
     try:
-        return _supervise(proc, name, alarm, caller_out, deadline)
+        return _supervise(proc, name, alarm, caller_out, deadline, service)
     finally:
         _stop(proc)
 
@@ -146,7 +148,7 @@ class _HangupProbe:
 
 
 def _supervise(proc: Relay, name: str, alarm: NetvmAlarm, caller_out: int,
-               deadline: float) -> Exit:
+               deadline: float, service: str) -> Exit:
     pidfd = os.pidfd_open(proc.pid)
     probe = _HangupProbe(caller_out)
     try:
@@ -168,7 +170,7 @@ def _supervise(proc: Relay, name: str, alarm: NetvmAlarm, caller_out: int,
                 code = proc.wait()
                 if code != 0:
                     raise Refusal(Exit.DISPOSABLE_FAILED,
-                                  f"qubes.OpenInVM in {name} failed with exit code {code}")
+                                  f"{service} in {name} failed with exit code {code}")
                 return Exit.OK
             if probe.gone(ready.get(caller_out, 0)):
                 raise Refusal(Exit.INTERNAL, "the caller went away")

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from whonix_open.contract import Exit, is_profile_name
+from whonix_open.contract import APP_SEPARATOR, SERVICE_APP, Exit, is_app_name, is_profile_name
 from whonix_open.dom0.errors import Refusal
 
 # Qubes' own rule for qube names (qubes.vm.validate_name), plus "dom0".
@@ -22,6 +22,7 @@ QUBE_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,30}")
 class Request(NamedTuple):
     caller: str
     profile: str | None  # None only for a service that takes no argument
+    app: str | None = None  # whonix.StartAppInDisposable only: the allowlist key
 
 
 def is_qube_name(text: str | None) -> bool:
@@ -66,6 +67,12 @@ def parse_request(service: str, argv: Sequence[str], env: Mapping[str, str], *,
         return Request(caller=caller, profile=None)
     if argument == "":
         raise Refusal(Exit.BAD_REQUEST, "no profile named (the argument must be the profile)")
+    if service == SERVICE_APP:
+        # "APP+PROFILE": both parts named, so a policy rule sees the exact pair.
+        app, sep, profile = argument.partition(APP_SEPARATOR)
+        if not sep or not is_app_name(app) or not is_profile_name(profile):
+            raise Refusal(Exit.BAD_REQUEST, "malformed service argument (APP+PROFILE)")
+        return Request(caller=caller, profile=profile, app=app)
     if not is_profile_name(argument):
         # Not echoed: the log must not carry caller-chosen text.
         raise Refusal(Exit.BAD_REQUEST, "malformed service argument")

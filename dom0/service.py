@@ -1,6 +1,8 @@
-"""whonix.OpenInDisposable / whonix.ViewInDisposable: the broker, step by step.
+"""whonix.OpenInDisposable / ViewInDisposable / OpenURLInDisposable /
+StartAppInDisposable: one broker, step by step.
 
     validate the request (64)  ->  load the profiles (66, unknown profile 64)
+    -> choose what to relay to (link offline 76, app not allowed 77)
     -> wait for the caller's first byte, never reading it (75)
     -> connect to qubesd (73)  ->  check the caller (64, loop 72)
     -> take a session slot counted against the caller's owner (68)
@@ -25,13 +27,14 @@ import syslog
 import time
 from collections.abc import Mapping, Sequence
 
-from whonix_open.contract import SERVICE_OPEN, SERVICE_VIEW, Exit
+from whonix_open.contract import SERVICE_APP, SERVICE_OPEN, SERVICE_URL, SERVICE_VIEW, Exit
 from whonix_open.dom0 import disposable, sessions, signals
 from whonix_open.dom0.audit import AuditRecord, log_line
 from whonix_open.dom0.backend import Backend, BackendError, NoSuchQube, QubeInfo, connect
 from whonix_open.dom0.config import ConfigError, load_config
 from whonix_open.dom0.errors import Refusal
 from whonix_open.dom0.relay import NetvmAlarm, relay, wait_for_caller
+from whonix_open.dom0.relay_target import relay_target
 from whonix_open.dom0.request import is_qube_name, parse_request
 from whonix_open.dom0.resolve import make_plan
 from whonix_open.dom0.signals import Terminated
@@ -98,7 +101,6 @@ def owner_of(backend: Backend, caller: QubeInfo, tags: frozenset[str]) -> str:
 
 def serve(service: str, argv: Sequence[str], env: Mapping[str, str], audit: AuditRecord, *,
           backend: Backend | None, stdin: int, stdout: int) -> Exit:
-    view_only = service == SERVICE_VIEW
     request = parse_request(service, argv, env)
     audit.caller = request.caller
     try:
@@ -109,6 +111,8 @@ def serve(service: str, argv: Sequence[str], env: Mapping[str, str], audit: Audi
     if profile is None:
         raise Refusal(Exit.BAD_REQUEST, f"unknown profile {request.profile}")
     audit.profile = profile.name
+    target = relay_target(service, request, config, profile)
+    audit.relay = target.service
     wait_for_caller(stdin, config.limits.caller_wait_seconds)
 
     backend = backend or connect(env)
@@ -128,6 +132,7 @@ def serve(service: str, argv: Sequence[str], env: Mapping[str, str], audit: Audi
     owned: list[str] = []  # every disposable this request created and has not removed
     alarm = NetvmAlarm()
     stop_watch = None
+    opened: list[int] = []  # descriptors to close at the end
     try:
         sweep_stale(backend, stale)
         plan = make_plan(backend, caller, profile)
@@ -151,13 +156,19 @@ def serve(service: str, argv: Sequence[str], env: Mapping[str, str], audit: Audi
         # Watch first, then read back: a change after the read cannot be missed.
         stop_watch = backend.watch_netvm(name, netvm_event)
         info = disposable.verify(backend, name, plan)
-        return relay(backend, name, alarm, view_only=view_only, caller_in=stdin,
-                     caller_out=stdout, connect_timeout=info.qrexec_timeout,
-                     deadline=deadline)
+        if not target.pass_input:
+            devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            opened.append(devnull)
+        return relay(backend, name, alarm, view_only=target.discard_output,
+                     caller_in=stdin if target.pass_input else devnull, caller_out=stdout,
+                     connect_timeout=info.qrexec_timeout, deadline=deadline,
+                     service=target.service)
     finally:
         if stop_watch is not None:
             stop_watch()
         alarm.close()
+        for fd in opened:
+            os.close(fd)
         owned[:] = [n for n in owned if not _destroy_despite_signals(backend, n)]
         if owned:  # keep the file, naming what is left: the next request retries
             session.keep(owned)
@@ -175,7 +186,7 @@ def _destroy_despite_signals(backend: Backend, name: str) -> bool:
 
 def main(service: str, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None,
          backend: Backend | None = None, stdin: int = 0, stdout: int = 1) -> int:
-    """Entry point of the two open services; returns the exit code."""
+    """Entry point of the open services; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     env = os.environ if env is None else env
     signals.install()
@@ -207,3 +218,11 @@ def open_main() -> int:
 
 def view_main() -> int:
     return main(SERVICE_VIEW)
+
+
+def url_main() -> int:
+    return main(SERVICE_URL)
+
+
+def app_main() -> int:
+    return main(SERVICE_APP)

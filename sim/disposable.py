@@ -1,4 +1,5 @@
-"""The disposable side of qubes.OpenInVM, as the real vm-file-editor does it.
+"""The disposable side of qubes.OpenInVM, as the real vm-file-editor does it
+(and of qubes.OpenURL and qubes.StartApp, see `run_url` and `run_app`).
 
     python -m whonix_open.sim.disposable --sim-dir D --qube NAME --caller dom0
 
@@ -149,7 +150,96 @@ def _valid_caller(caller: str) -> bool:
     return caller not in ("", ".", "..") and "/" not in caller
 
 
+# What qubes.OpenURL accepts (qubes-core-agent-linux qubes-rpc/qubes.OpenURL:
+# a shell `case` on the line read, case-sensitive).
+URL_PREFIXES = ("http://", "https://", "ftp://")
+URL_READ_LIMIT = 1 << 20  # the real `read` has none; the simulation stops here
+# Desktop files a Whonix-Workstation disposable has (Tor Browser, the Qubes
+# agent's "Run Terminal", a file manager, systemcheck).
+WHONIX_WS_APPS = frozenset({"janondisttorbrowser", "qubes-run-terminal", "thunar",
+                            "systemcheck", "anondist-torbrowser_update"})
+
+
+def _shell_read_line(fd: int) -> str:
+    """What `read url` (POSIX sh, no -r) leaves in $url: one line; a backslash
+    escapes the next character (backslash-newline continues the line); leading
+    and trailing blanks go."""
+    out = bytearray()
+    escaped = False
+    while len(out) < URL_READ_LIMIT:
+        byte = os.read(fd, 1)
+        if not byte:
+            break
+        if escaped:
+            escaped = False
+            if byte != b"\n":
+                out += byte
+            continue
+        if byte == b"\\":
+            escaped = True
+            continue
+        if byte == b"\n":
+            break
+        out += byte
+    return out.decode("utf-8", errors="surrogateescape").strip(" \t")
+
+
+def _launched(state: SimState, entry: dict[str, Any]) -> None:
+    with state.transaction() as st:
+        st.setdefault("launched", []).append(entry)
+
+
+def _like_an_app(behaviour: str) -> int:
+    """An opened browser or app: runs until closed. With "hang" it stays open
+    until killed, or until SIGUSR1 (the user closes it: exit 0)."""
+    if behaviour == "hang":
+        signal.signal(signal.SIGUSR1, lambda *_: sys.exit(0))
+        _hang()
+    return 1 if behaviour == "fail" else 0
+
+
+def run_url(state: SimState, qube: str, behaviour: str) -> int:
+    """qubes.OpenURL: read one line; only http/https/ftp URLs are passed to
+    qubes-open (mimeopen -n, i.e. the browser, which runs until closed)."""
+    url = _shell_read_line(0)
+    if not url.startswith(URL_PREFIXES):
+        print("Invalid URL", file=sys.stderr)
+        return 1
+    _launched(state, {"qube": qube, "kind": "url", "url": url, "pid": os.getpid()})
+    return _like_an_app(behaviour)
+
+
+def run_app(state: SimState, qube: str, argument: str, behaviour: str) -> int:
+    """qubes.StartApp+ID: ID (".desktop" added once) must be an installed
+    desktop file; qubes-desktop-run starts it and waits for it (qubesagent
+    xdg.launch, wait=True). stdin is not read."""
+    if not argument:
+        print("This service requires an argument", file=sys.stderr)
+        return 1
+    basename = argument.removesuffix(".desktop") + ".desktop"
+    if basename.removesuffix(".desktop") not in WHONIX_WS_APPS:
+        print(f"applications/{basename} not found", file=sys.stderr)
+        return 1
+    st = os.fstat(0)
+    devnull = os.stat(os.devnull)
+    _launched(state, {"qube": qube, "kind": "app", "app": basename, "pid": os.getpid(),
+                      "stdin_is_devnull": (st.st_rdev, st.st_ino) == (devnull.st_rdev,
+                                                                     devnull.st_ino)})
+    return _like_an_app(behaviour)
+
+
 def run(sim_dir: str, qube: str, caller: str, service: str) -> int:
+    name, _, argument = service.partition("+")
+    if name in ("qubes.OpenURL", "qubes.StartApp"):
+        state = SimState(sim_dir)
+        try:
+            behaviour = state.read()["faults"].get("disposable_behaviour", "edit")
+        except StateError as e:
+            print(f"sim: {e}", file=sys.stderr)
+            return 1
+        if name == "qubes.OpenURL":
+            return run_url(state, qube, behaviour)
+        return run_app(state, qube, argument, behaviour)
     if service != "qubes.OpenInVM":
         print(f"sim: service {service} does not exist in {qube}", file=sys.stderr)
         return 127

@@ -3,6 +3,8 @@ checked (Tor through a Whonix-Gateway, or offline).
 
     whonix-open [--view-only | --edit] [--profile NAME | --offline]
                 [--status [--json]] [--quiet] [--no-notify] [--] FILE...
+    whonix-open [--profile NAME] URL...          (links: vm/links.py)
+    whonix-open --app NAME [--profile NAME | --offline]   (apps: vm/apps.py)
     whonix-open --recover [PATH...]
 
 Each FILE goes to dom0 over `qrexec-client-vm dom0 whonix.OpenInDisposable+PROFILE`
@@ -108,9 +110,58 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no desktop notifications (they are used when stderr is not a terminal)",
     )
+    parser.add_argument(
+        "--app",
+        metavar="NAME",
+        help="start an app that dom0 allows (built in: torbrowser, terminal) in a "
+        "disposable; it is destroyed when the app exits",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("files", nargs="*", metavar="FILE", help="the files to open")
+    parser.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE|URL",
+        help="the files to open; or http(s)/ftp links, each in a Tor disposable",
+    )
     return parser
+
+
+def _links_or_app(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> bool:
+    """Check links/--app and set ns.links; True if this run is about them."""
+    from whonix_open.vm.links import LinkError, check_link, looks_like_link
+
+    ns.links = []
+    if ns.recover:  # its PATHs are files of earlier opens, never links
+        if ns.app is not None:
+            parser.error("--app does not go with --recover")
+        return False
+    links = [arg for arg in ns.files if looks_like_link(arg)]
+    if ns.app is None and not links:
+        return False
+    if ns.app is not None and ns.files:
+        parser.error("--app takes no FILE or URL")
+    if ns.app is not None:
+        from whonix_open.vm.apps import AppError, service_for
+
+        try:
+            service_for(ns.app, "tor")
+        except AppError as exc:
+            parser.error(str(exc))
+    if links and len(links) != len(ns.files):
+        parser.error("give links and files in separate calls")
+    if ns.view_only or ns.edit or ns.status:
+        parser.error("--view-only, --edit and --status apply to files only")
+    if links and ns.offline:
+        parser.error("links need a network: --offline cannot open them")
+    try:
+        ns.links = [check_link(link) for link in links]
+    except LinkError as exc:
+        from whonix_open.vm.report import Reporter  # a refusal: no usage text, a notification
+
+        Reporter(quiet=ns.quiet, use_notifications=not ns.no_notify).error(
+            f"refused link {exc}")
+        raise SystemExit(2) from None
+    return True
 
 
 def main(args: list[str] | None = None) -> int:
@@ -125,6 +176,10 @@ def main(args: list[str] | None = None) -> int:
         )
     if ns.recover and ns.status:
         parser.error("--recover and --status do not go together")
+    if _links_or_app(parser, ns):
+        from whonix_open.vm.remote import run as run_remote
+
+        return run_remote(ns)
     if not ns.status and not ns.recover and not ns.files:
         parser.error("no FILE given (or use --status or --recover)")
     if ns.status and ns.files:

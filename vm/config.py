@@ -14,7 +14,7 @@ the user asked for.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections import namedtuple
 
 from whonix_open.contract import is_profile_name
 
@@ -26,12 +26,14 @@ class ConfigError(Exception):
     """The config file is unreadable or invalid (message names file and key)."""
 
 
-@dataclass(frozen=True)
-class UserConfig:
-    default_profile: str | None = None
-    view_only: bool = False
-    require_whonix_gateway: bool = False
-    source: str | None = None  # the file it came from, None for built-in defaults
+# A namedtuple, not a dataclass or typing.NamedTuple: `whonix-open URL` loads
+# this on its fast path, and those imports cost more than the rest of it.
+UserConfig = namedtuple(
+    "UserConfig",
+    # source: the file it came from, None for built-in defaults
+    ["default_profile", "view_only", "require_whonix_gateway", "source"],
+    defaults=(None, False, False, None),
+)
 
 
 _TYPES: dict[str, type] = {

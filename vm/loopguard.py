@@ -12,7 +12,6 @@ services, ask; when nobody can be asked, refuse.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -47,6 +46,8 @@ def confirm(question: str) -> bool:
         ["zenity", "--question", "--title=whonix-open", f"--text={question}"],
         ["kdialog", "--title", "whonix-open", "--yesno", question],
     ):
+        import shutil  # only when asking: `whonix-open URL` starts faster
+
         program = shutil.which(argv[0])
         if program is None:
             continue

@@ -71,6 +71,14 @@ MESSAGES: dict[Exit, str] = {
         "the whonix-open service is not installed in dom0 (code 127). Ask your "
         "administrator to install the whonix-open dom0 package."
     ),
+    Exit.LINK_NEEDS_NETWORK: (
+        "dom0 refused: links open only in a profile with a network, and {profile} "
+        "is offline. Use --profile tor (or another network profile)."
+    ),
+    Exit.APP_NOT_ALLOWED: (
+        "dom0 refused: that app is not in dom0's allowlist ([apps] in "
+        "/etc/whonix-open/profiles.toml). Built in: torbrowser, terminal."
+    ),
 }
 
 

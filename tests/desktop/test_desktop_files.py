@@ -13,6 +13,8 @@ import pytest
 from desktop_entry_strict import EntryError, exec_argv, parse
 from desktop_gui import LABELS, OPTIONS, REPO
 
+from tests.packaging.lists import VM_FILES
+
 DESKTOP = REPO / "desktop"
 MIME_HANDLERS = {
     DESKTOP / "mime/whonix-open.desktop": ["whonix-open", "--", "%F"],
@@ -138,18 +140,10 @@ def test_make_install_vm_desktop_puts_each_file_where_its_program_looks(tmp_path
     dest = tmp_path / "root"
     subprocess.run(["make", "-s", "-C", str(REPO), "install-vm-desktop", f"DESTDIR={dest}"],
                    check=True, capture_output=True)
-    expected = {
-        "usr/share/applications/whonix-open.desktop": 0o644,
-        "usr/share/applications/whonix-open-view.desktop": 0o644,
-        "usr/share/file-manager/actions/whonix-open-open.desktop": 0o644,
-        "usr/share/file-manager/actions/whonix-open-view.desktop": 0o644,
-        "usr/share/file-manager/actions/whonix-open-view-offline.desktop": 0o644,
-        "usr/share/nautilus-python/extensions/whonix_open_nautilus.py": 0o644,
-        "usr/share/kio/servicemenus/whonix-open.desktop": 0o644,
-        "usr/share/kservices5/ServiceMenus/whonix-open.desktop": 0o644,
-        "usr/bin/whonix-open-thunar-actions": 0o755,
-        "etc/xdg/autostart/whonix-open-thunar-actions.desktop": 0o644,
-    }
+    # The documented VM list, less what install-vm itself adds (the commands
+    # the desktop files run).
+    commands = {"/usr/bin/whonix-open", "/usr/bin/whonix-open-link", "/usr/bin/whonix-open-choose"}
+    expected = {path.lstrip("/"): mode for path, mode in VM_FILES.items() if path not in commands}
     installed = {str(p.relative_to(dest)): stat.S_IMODE(p.stat().st_mode)
                  for p in dest.rglob("*") if p.is_file()}
     assert installed == expected

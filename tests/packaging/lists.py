@@ -18,6 +18,11 @@ DOM0_FILES = {
     "/etc/qubes-rpc/whonix.OpenInDisposable": 0o755,
     "/etc/qubes-rpc/whonix.ViewInDisposable": 0o755,
     "/etc/qubes-rpc/whonix.RoutingStatus": 0o755,
+    "/etc/qubes-rpc/whonix.OpenURLInDisposable": 0o755,
+    "/etc/qubes-rpc/whonix.StartAppInDisposable": 0o755,
+    # dom0 menu entries (whonix-open-app)
+    "/usr/share/applications/whonix-open-torbrowser.desktop": 0o644,
+    "/usr/share/applications/whonix-open-terminal.desktop": 0o644,
     # as Qubes installs its own policy files: 0664 root:qubes
     "/etc/qubes/policy.d/70-whonix-open.policy": 0o664,
     "/etc/qubes/policy.d/30-user-whonix-open.policy": 0o664,
@@ -26,7 +31,7 @@ DOM0_FILES = {
 }
 # >>> dom0 commands and units (whonix-open-admin and its reap timer, issue 10):
 # expected when the tree has them (the RPM spec's marked spot lists the same).
-DOM0_COMMANDS = ("whonix-open-admin",)
+DOM0_COMMANDS = ("whonix-open-admin", "whonix-open-app")
 DOM0_UNITS = ("whonix-open-reap.service", "whonix-open-reap.timer")
 DOM0_FILES.update({f"/usr/bin/{c}": 0o755 for c in DOM0_COMMANDS
                    if (REPO / "packaging" / c).exists()})
@@ -49,6 +54,14 @@ DOM0_GROUP_QUBES = ("/etc/qubes/policy.d/70-whonix-open.policy",
 VM_PYTHON = {"common": "whonix_open", "vm": "whonix_open/vm"}
 VM_FILES = {
     "/usr/bin/whonix-open": 0o755,
+    "/usr/bin/whonix-open-link": 0o755,
+    "/usr/bin/whonix-open-choose": 0o755,
+    "/usr/share/applications/whonix-open-link.desktop": 0o644,
+    "/usr/share/applications/whonix-open-link-confirm.desktop": 0o644,
+    "/usr/share/applications/whonix-open-choose.desktop": 0o644,
+    "/usr/share/file-manager/actions/whonix-open-choose.desktop": 0o644,
+    "/usr/share/kio/servicemenus/whonix-open-choose.desktop": 0o644,
+    "/usr/share/kservices5/ServiceMenus/whonix-open-choose.desktop": 0o644,
     "/usr/bin/whonix-open-thunar-actions": 0o755,
     "/etc/xdg/autostart/whonix-open-thunar-actions.desktop": 0o644,
     "/usr/share/applications/whonix-open.desktop": 0o644,

@@ -89,7 +89,7 @@ def test_dependencies_are_debian_names(built: Path):
     depends = [d.strip() for d in field(deb, "Depends").split(",")]
     assert "python3-xdg" in depends and "qubes-core-qrexec" in depends
     assert any(d.startswith("python3") and "3.11" in d for d in depends)
-    assert field(deb, "Recommends") == "libnotify-bin"
+    assert field(deb, "Recommends") == "libnotify-bin, zenity | kdialog"
     assert field(deb, "Architecture") == "all"
 
 

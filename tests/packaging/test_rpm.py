@@ -76,9 +76,13 @@ def test_config_markings(rpm: Path):
 
 def test_nothing_of_the_vm_side_or_the_simulation(rpm: Path):
     names = query(rpm, "--list")
-    for part in ("/whonix_open/vm", "/whonix_open/sim", "/usr/bin/whonix-open\n", "/usr/share/"
-                 "applications", "nautilus", "autostart"):
+    for part in ("/whonix_open/vm", "/whonix_open/sim", "/usr/bin/whonix-open\n",
+                 "nautilus", "autostart", "file-manager", "servicemenus"):
         assert part not in names
+    # dom0's own menu entries only (whonix-open-app), no VM-side handler
+    apps = [n for n in names.splitlines() if n.startswith("/usr/share/applications/")]
+    assert sorted(apps) == ["/usr/share/applications/whonix-open-terminal.desktop",
+                            "/usr/share/applications/whonix-open-torbrowser.desktop"]
 
 
 def test_requirements_are_qubes_packages_never_pypi_names(rpm: Path):

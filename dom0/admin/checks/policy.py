@@ -8,7 +8,13 @@ import os
 import re
 from collections import defaultdict
 
-from whonix_open.contract import SERVICE_OPEN, SERVICE_STATUS, SERVICE_VIEW
+from whonix_open.contract import (
+    SERVICE_APP,
+    SERVICE_OPEN,
+    SERVICE_STATUS,
+    SERVICE_URL,
+    SERVICE_VIEW,
+)
 from whonix_open.dom0.admin import policy
 from whonix_open.dom0.admin.context import Context
 from whonix_open.dom0.admin.findings import FAIL, PASS, WARN, Finding, finding
@@ -21,10 +27,16 @@ PROBE = "whonix-open-probe"  # stands for a disposable the broker would open now
 
 
 def requests(ctx: Context) -> list[tuple[str, str]]:
-    """(service, argument) pairs the broker accepts: every profile (an empty
-    argument is refused with 64, whatever the policy says)."""
-    profiles = sorted(ctx.config.profiles) if ctx.config else []
-    pairs = [(s, "+" + p) for s in (SERVICE_OPEN, SERVICE_VIEW) for p in profiles]
+    """(service, argument) pairs the broker accepts: files with every profile
+    (an empty argument is refused with 64, whatever the policy says), links
+    with every profile that has a network, apps as APP+PROFILE."""
+    if ctx.config is None:
+        return [(SERVICE_STATUS, "+")]
+    profiles = sorted(ctx.config.profiles.values())
+    pairs = [(s, "+" + p.name) for s in (SERVICE_OPEN, SERVICE_VIEW) for p in profiles]
+    pairs += [(SERVICE_URL, "+" + p.name) for p in profiles if not p.offline]
+    pairs += [(SERVICE_APP, f"+{app}+{p.name}") for app in sorted(ctx.config.apps)
+              for p in profiles]
     return [*pairs, (SERVICE_STATUS, "+")]
 
 
