@@ -26,6 +26,7 @@ except ValueError:
 from gi.repository import GObject, Nautilus
 
 # (menu item name, label, tip, whonix-open options): same wording in every file manager.
+# The chooser entry (CHOOSER) runs whonix-open-choose instead.
 ENTRIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("WhonixOpen::open", "Open in Tor disposable",
      "Open in a fresh Whonix disposable routed through Tor; edits come back", ()),
@@ -36,7 +37,12 @@ ENTRIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
      ("--view-only", "--offline")),
 )
 
+CHOOSER: tuple[str, str, str] = (
+    "WhonixOpen::choose", "Open in disposable…",
+    "Choose Tor or offline, view-only or edit, then open in a fresh Whonix disposable")
+
 FALLBACK_CLI = "/usr/bin/whonix-open"
+FALLBACK_CHOOSER = "/usr/bin/whonix-open-choose"
 
 
 def local_path(file_info) -> str | None:
@@ -76,6 +82,11 @@ def command(options: Sequence[str], paths: Sequence[str]) -> list[str]:
     return [cli, *options, "--", *paths]
 
 
+def chooser_command(paths: Sequence[str]) -> list[str]:
+    """The argv of "Open in disposable…" (the dialog, then whonix-open)."""
+    return [shutil.which("whonix-open-choose") or FALLBACK_CHOOSER, "--", *paths]
+
+
 def launch(argv: Sequence[str]) -> None:
     """Start whonix-open detached from Nautilus (no shell; it shows its own errors)."""
     subprocess.Popen(
@@ -89,7 +100,7 @@ def launch(argv: Sequence[str]) -> None:
 
 
 class WhonixOpenMenuProvider(GObject.GObject, Nautilus.MenuProvider):
-    """Adds the three whonix-open entries for local files."""
+    """Adds the whonix-open entries (three, and the chooser) for local files."""
 
     def get_file_items(self, *args):
         # API 4.0 passes (files,), API 3.0 passes (window, files).
@@ -101,6 +112,10 @@ class WhonixOpenMenuProvider(GObject.GObject, Nautilus.MenuProvider):
             item = Nautilus.MenuItem(name=name, label=label, tip=tip)
             item.connect("activate", self._activate, command(options, paths))
             items.append(item)
+        name, label, tip = CHOOSER
+        item = Nautilus.MenuItem(name=name, label=label, tip=tip)
+        item.connect("activate", self._activate, chooser_command(paths))
+        items.append(item)
         return items
 
     def _activate(self, _item, argv: list[str]) -> None:

@@ -42,6 +42,9 @@ OPTIONS = {
     "View in Tor disposable": ["--view-only", "--"],
     "View in offline disposable": ["--view-only", "--offline", "--"],
 }
+# The chooser entry every file manager also shows; it runs whonix-open-choose.
+CHOOSER_LABEL = "Open in disposable…"
+CHOOSER_ARGV = ["whonix-open-choose", "--", "%F"]
 OCR_SCALE = 3
 IDLE_LIMIT = 20.0  # seconds without any CPU use by the file manager: it is not coming
 HARD_LIMIT = 600.0  # seconds: a file manager busy forever is a failure too
@@ -53,20 +56,23 @@ INDEXER_PATTERNS = ("tracker", "localsearch", "tinysparql")
 
 
 class StandIn:
-    """A `whonix-open` that appends its argv (JSON, one line per run) to a file."""
+    """A `whonix-open` that appends its argv (JSON, one line per run) to a file,
+    and a `whonix-open-choose` that does the same with its own name first."""
 
     def __init__(self, root: Path):
         self.bin = root / "standin-bin"
         self.bin.mkdir(parents=True)
         self.record = root / "whonix-open-calls.jsonl"
-        script = self.bin / "whonix-open"
-        script.write_text(
-            f"#!{sys.executable}\n"
-            "import json, os, sys\n"
-            "with open(os.environ['WHONIX_OPEN_RECORD'], 'a') as f:\n"
-            "    f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
-        )
-        script.chmod(0o755)
+        for name, prefix in (("whonix-open", "[]"),
+                             ("whonix-open-choose", '["whonix-open-choose"]')):
+            script = self.bin / name
+            script.write_text(
+                f"#!{sys.executable}\n"
+                "import json, os, sys\n"
+                "with open(os.environ['WHONIX_OPEN_RECORD'], 'a') as f:\n"
+                f"    f.write(json.dumps({prefix} + sys.argv[1:]) + '\\n')\n"
+            )
+            script.chmod(0o755)
 
     def calls(self) -> list[list[str]]:
         if not self.record.exists():

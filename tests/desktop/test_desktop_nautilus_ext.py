@@ -118,18 +118,19 @@ def test_prefers_api_4_and_falls_back_to_3(monkeypatch):
     assert load_extension(monkeypatch, available=("3.0",))[1] == ["3.0"]
 
 
-def test_api_4_call_shape_gives_three_entries_that_run_whonix_open(ext, standin, files):
+def test_api_4_call_shape_gives_the_entries_that_run_whonix_open(ext, standin, files):
     provider = ext.WhonixOpenMenuProvider()
     items = provider.get_file_items([local(files[0])])
     assert labels(items) == ["Open in Tor disposable", "View in Tor disposable",
-                             "View in offline disposable"]
+                             "View in offline disposable", "Open in disposable…"]
     for item in items:
         item.activate()
-    calls = standin.wait_calls(3)
+    calls = standin.wait_calls(4)
     assert sorted(calls) == sorted([
         ["--", str(files[0])],
         ["--view-only", "--", str(files[0])],
         ["--view-only", "--offline", "--", str(files[0])],
+        ["whonix-open-choose", "--", str(files[0])],
     ])
 
 
@@ -169,7 +170,7 @@ def test_a_selection_with_a_folder_gets_no_menu(ext, files):
     folder = files[0].parent
     assert provider.get_file_items([local(folder, directory=True)]) == []
     assert provider.get_file_items([local(files[0]), local(folder, directory=True)]) == []
-    assert len(provider.get_file_items([local(f) for f in files])) == 3
+    assert len(provider.get_file_items([local(f) for f in files])) == 4
 
 
 def test_empty_selection_gets_no_menu(ext):
@@ -207,7 +208,7 @@ assert p.get_file_items([F("sftp://h/x")]) == []
                          timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ("Open in Tor disposable|View in Tor disposable|"
-                                  "View in offline disposable")
+                                  "View in offline disposable|Open in disposable…")
 
 
 def test_activation_runs_detached_without_a_shell(ext, standin, tmp_path):

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from desktop_gui import LABELS, OPTIONS, REPO
+from desktop_gui import CHOOSER_ARGV, CHOOSER_LABEL, LABELS, OPTIONS, REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -87,13 +87,14 @@ def theirs(path: Path) -> list:
             if not a.findtext("unique-id", "").startswith("whonix-open-")]
 
 
-def test_new_user_gets_the_system_default_plus_the_three_entries(env):
+def test_new_user_gets_the_system_default_plus_our_entries(env):
     system_actions = [canon(a) for a in actions(Path(env["XDG_CONFIG_DIRS"]) / "Thunar/uca.xml")]
     out = run(env)
     assert out.returncode == 0, out.stderr
     assert theirs(uca(env)) == system_actions
     got = {a.findtext("name"): a.findtext("command") for a in ours(uca(env))}
-    assert got == {label: " ".join(["whonix-open", *OPTIONS[label], "%F"]) for label in LABELS}
+    assert got == {**{label: " ".join(["whonix-open", *OPTIONS[label], "%F"]) for label in LABELS},
+                   CHOOSER_LABEL: " ".join(CHOOSER_ARGV)}
     for action in ours(uca(env)):
         # every kind of file, never a folder (as in the other file managers)
         for condition in ("audio-files", "image-files", "other-files", "text-files",
@@ -110,7 +111,7 @@ def test_merge_keeps_user_actions_and_comments_and_is_idempotent(env):
     first = uca(env).read_bytes()
     assert theirs(uca(env)) == before
     assert b"<!-- my own actions, keep them -->" in first
-    assert first.count(b"<unique-id>whonix-open-") == 3
+    assert first.count(b"<unique-id>whonix-open-") == 4
     stat = uca(env).stat()
     out = run(env)
     assert out.returncode == 0 and "already up to date" in out.stdout
@@ -137,14 +138,14 @@ def theirs_from_text(text: str) -> list:
 def test_autostart_respects_a_removal_until_the_user_adds_again(env):
     env = dict(env, PATH=f"{fake_thunar(env)}:/usr/bin:/bin")
     assert run(env, "--autostart").returncode == 0
-    assert len(ours(uca(env))) == 3
+    assert len(ours(uca(env))) == 4
     assert run(env, "--remove").returncode == 0
     out = run(env, "--autostart")
     assert out.returncode == 0 and "removed by the user" in out.stdout
     assert ours(uca(env)) == []
     assert run(env).returncode == 0  # an explicit add clears the opt-out
     assert run(env, "--autostart", "--quiet").stdout == ""
-    assert len(ours(uca(env))) == 3
+    assert len(ours(uca(env))) == 4
 
 
 def fake_thunar(env) -> Path:
@@ -171,7 +172,7 @@ def test_an_outdated_copy_is_updated_in_place_and_duplicates_collapse(env):
     assert run(env).returncode == 0
     ids = [a.findtext("unique-id") for a in actions(uca(env))]
     assert ids == ["1700000000000000-1", "whonix-open-open", "whonix-open-view",
-                   "whonix-open-view-offline", "1700000000000001-2"]
+                   "whonix-open-view-offline", "whonix-open-choose", "1700000000000001-2"]
     assert next(a.findtext("command") for a in ours(uca(env))) == "whonix-open -- %F"
 
 
@@ -197,7 +198,7 @@ def test_symlinked_file_stays_a_symlink_and_keeps_its_mode(env, tmp_path):
     uca(env).symlink_to(real)
     assert run(env).returncode == 0
     assert uca(env).is_symlink()
-    assert len(ours(real)) == 3
+    assert len(ours(real)) == 4
     assert oct(real.stat().st_mode & 0o777) == oct(0o600)
 
 
@@ -205,7 +206,7 @@ def test_no_system_default_starts_an_empty_file(env, tmp_path):
     env = dict(env, XDG_CONFIG_DIRS=str(tmp_path / "nothing"))
     assert run(env).returncode == 0
     assert [a.findtext("unique-id") for a in actions(uca(env))] == [
-        "whonix-open-open", "whonix-open-view", "whonix-open-view-offline"]
+        "whonix-open-open", "whonix-open-view", "whonix-open-view-offline", "whonix-open-choose"]
 
 
 def load_tool():
@@ -245,7 +246,7 @@ def test_merge_then_remove_gives_back_the_users_actions(tmp_path_factory, user_a
     try:
         assert TOOL_MODULE.main(["--quiet"]) == 0
         assert TOOL_MODULE.main(["--quiet"]) == 0
-        assert len(ours(config / "Thunar/uca.xml")) == 3
+        assert len(ours(config / "Thunar/uca.xml")) == 4
         assert TOOL_MODULE.main(["--remove", "--quiet"]) == 0
     finally:
         if old is None:

@@ -128,7 +128,8 @@ def exec_lines(destdir: Path, env: dict[str, str]) -> list[tuple[str, str]]:
                    env=env, check=True, capture_output=True)
     uca = ET.parse(Path(env["XDG_CONFIG_HOME"]) / "Thunar/uca.xml").getroot()  # noqa: S314
     found = [("uca.xml", a.findtext("command")) for a in uca
-             if a.findtext("unique-id", "").startswith("whonix-open-")]
+             if a.findtext("unique-id", "").startswith("whonix-open-")
+             and a.findtext("command").split(" ")[0] == "whonix-open"]
     for path in sorted(destdir.rglob("*.desktop")):
         entry = configparser.ConfigParser(interpolation=None, strict=False)
         entry.optionxform = str
