@@ -43,7 +43,7 @@ CREATED_BY = "created-by-"
 MAX_CREATOR_CHAIN = 4  # disposables created by disposables created by ...
 
 
-def _is_left_by(backend: Backend, name: str, stale: sessions.Stale) -> bool:
+def is_left_by(backend: Backend, name: str, stale: sessions.Stale) -> bool:
     """Whether *name* is the disposable that dead session created. Its marker
     says so; a disposable without one (the session died between recording
     and marking it) must still be a DispVM of the recorded DVM template that
@@ -66,7 +66,7 @@ def sweep_stale(backend: Backend, stale: Sequence[sessions.Stale]) -> None:
         left = []
         try:
             for name in s.disposables:
-                if _is_left_by(backend, name, s):
+                if is_left_by(backend, name, s):
                     log_line(f"removing {name}, left behind by dead session {s.session}")
                     if not disposable.destroy(backend, name):
                         left.append(name)

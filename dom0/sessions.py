@@ -98,7 +98,7 @@ def run_dir(env: Mapping[str, str]) -> str:
 
 
 @contextlib.contextmanager
-def _dir_lock(directory: str) -> Iterator[None]:
+def dir_lock(directory: str) -> Iterator[None]:
     fd = os.open(os.path.join(directory, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o660)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -132,7 +132,7 @@ def _owner_of_file(entry: str) -> str:
     return entry.rsplit(".", 3)[0]
 
 
-def _scan(directory: str, claim: bool = True) -> tuple[list[Live], list[Stale]]:
+def scan_records(directory: str, claim: bool = True) -> tuple[list[Live], list[Stale]]:
     """(live sessions, dead sessions' records with their flock held and, with
     *claim*, renamed to .sweep)."""
     alive: list[Live] = []
@@ -167,14 +167,6 @@ def _scan(directory: str, claim: bool = True) -> tuple[list[Live], list[Stale]]:
     return alive, stale
 
 
-def scan(directory: str) -> list[Live]:
-    """The live sessions (read-only; for the admin tool)."""
-    alive, stale = _scan(directory, claim=False)
-    for s in stale:
-        os.close(s.fd)
-    return alive
-
-
 def finish_stale(stale: Stale, left: list[str]) -> None:
     """After a sweep: remove the record, or keep it naming what is *left*."""
     if left:
@@ -193,8 +185,8 @@ def open_session(directory: str, owner: str, limits: Limits,
     stale: list[Stale] = []
     try:
         os.makedirs(directory, mode=0o770, exist_ok=True)
-        with _dir_lock(directory):
-            alive, stale = _scan(directory)
+        with dir_lock(directory):
+            alive, stale = scan_records(directory)
             mine = sum(1 for s in alive if s.owner == owner)
             if mine >= limits.per_qube:
                 raise Refusal(Exit.TOO_MANY, f"{owner} already has {mine} open disposable(s)")

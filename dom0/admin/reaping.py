@@ -1,5 +1,5 @@
 """Find and remove the disposables this service left behind - by the
-broker's own rule (service._is_left_by), and nothing else.
+broker's own rule (service.is_left_by), and nothing else.
 
 Two ways a disposable is left behind:
 - a dead session's record names it (its flock is free): it is that session's
@@ -25,7 +25,7 @@ from whonix_open.dom0 import disposable, sessions
 from whonix_open.dom0.admin import records
 from whonix_open.dom0.admin.inventory import Inventory
 from whonix_open.dom0.backend import Backend, NoSuchQube
-from whonix_open.dom0.service import _is_left_by
+from whonix_open.dom0.service import is_left_by
 
 MARKER = disposable.MARKER_FEATURE
 
@@ -53,7 +53,7 @@ def orphans(backend: Backend, inventory: Inventory, alive: Sequence[records.Reco
     for s in stale:
         for name in s.disposables:
             q = inventory.get(name)
-            if q is not None and q.klass == "DispVM" and _is_left_by(backend, name, s):
+            if q is not None and q.klass == "DispVM" and is_left_by(backend, name, s):
                 found.append(Orphan(name, s.session, q.running, s))
     seen = {o.qube for o in found}
     known = {r.id for r in alive} | {s.session for s in stale}

@@ -88,12 +88,12 @@ def claimed(directory: str, claim: bool = False) -> Iterator[Claim]:
     makes any Admin API call, while the flocks of dead records stay held and
     keep the broker's sweep and a second reap away from them. With *claim*
     (to sweep them) the dead records are claimed as the broker claims them
-    (renamed, sessions._scan); without it nothing in the run dir changes."""
+    (renamed, sessions.scan_records); without it nothing in the run dir changes."""
     if not os.path.isdir(directory):
         yield Claim([], [])
         return
-    with sessions._dir_lock(directory):
-        alive, stale = sessions._scan(directory, claim=claim)
+    with sessions.dir_lock(directory):
+        alive, stale = sessions.scan_records(directory, claim=claim)
     claim = Claim([parse(s.session, s.owner, s.record, True) for s in alive], stale)
     try:
         yield claim

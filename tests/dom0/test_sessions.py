@@ -9,7 +9,7 @@ import pytest
 from whonix_open.contract import Exit
 from whonix_open.dom0.config import Limits
 from whonix_open.dom0.errors import Refusal
-from whonix_open.dom0.sessions import finish_stale, open_session, scan
+from whonix_open.dom0.sessions import finish_stale, open_session, scan_records
 
 
 def dead_session(run_dir, name, disposables, **record):
@@ -96,7 +96,8 @@ def test_the_record_says_what_the_session_does(tmp_path):
     session, _ = take(tmp_path, "work", Limits(max_session_minutes=10))
     try:
         session.record(["disp9"], dvm="dvm", network="sys-whonix")
-        (live,) = scan(str(tmp_path))
+        (live,), stale = scan_records(str(tmp_path), claim=False)
+        assert stale == []
         assert live.owner == "work" and live.session == session.id
         r = live.record
         assert (r["caller"], r["profile"], r["dvm"], r["network"]) == (
@@ -104,7 +105,7 @@ def test_the_record_says_what_the_session_does(tmp_path):
         assert r["disposables"] == ["disp9"] and r["deadline"] - r["started"] == 600
     finally:
         session.release()
-    assert scan(str(tmp_path)) == []
+    assert scan_records(str(tmp_path), claim=False) == ([], [])
 
 
 def test_dotted_owner_names_are_counted_apart(tmp_path):
