@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -16,7 +17,7 @@ from tests.dom0.conftest import Broker, header
 from tests.dom0.test_open_service import CREATE, _hanging_session, finish, methods
 from tests.helpers import DEADLINE, wait_for
 from whonix_open.contract import SERVICE_OPEN, Exit
-from whonix_open.dom0 import service
+from whonix_open.dom0.service import main as service_main
 
 MARKER = "whonix-open-session"
 
@@ -71,40 +72,38 @@ def test_a_disposables_creator_is_followed_up_the_chain(broker, sim):
 
 # --- 7.2: a maximum session lifetime ------------------------------------------
 
-@pytest.fixture
-def in_process(broker, monkeypatch):
-    """Run service.main in this process (to reach its clock); restores the
-    signal handlers it installs."""
+def run_until_lifetime_ends(broker, sim, mocker, monkeypatch, service: str,
+                            stream: bytes) -> int:
+    """service.main in this process, for a session that started 480 minutes
+    minus half a second ago (a narrow seam: the service's clock at the start
+    only), so its lifetime ends while the disposable still has the stream.
+    Restores the signal handlers main() installs."""
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
-    for key, value in broker.env(SERVICE_OPEN, "tor", "anon-whonix").items():
+    for key, value in broker.env(service, "tor", "anon-whonix").items():
         monkeypatch.setenv(key, value)
-    yield broker
-    for s, handler in saved.items():
-        signal.signal(s, handler)
-
-
-def test_a_session_past_its_lifetime_is_ended_with_74(in_process, sim, mocker, capfd):
     sim.set_fault("disposable_behaviour", "hang")
-    clock = mocker.patch("whonix_open.dom0.service.time")  # the session's start only
-    import time as real_time
-
-    # Started 480 minutes minus half a second ago: the lifetime ends in 0.5 s.
-    clock.monotonic.return_value = real_time.monotonic() - 480 * 60 + 0.5
+    clock = mocker.patch("whonix_open.dom0.service.time")
+    clock.monotonic.return_value = time.monotonic() - 480 * 60 + 0.5
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
-    os.write(in_w, header("long.pdf") + b"data")
+    os.write(in_w, stream)
     os.close(in_w)
-    drain = threading.Thread(target=lambda: os.read(out_r, 1 << 20), daemon=True)
-    drain.start()
+    threading.Thread(target=lambda: os.read(out_r, 1 << 20), daemon=True).start()
     try:
-        code = service.main(SERVICE_OPEN, ["tor"], stdin=in_r, stdout=out_w)
+        return service_main(service, ["tor"], stdin=in_r, stdout=out_w)
     finally:
         for fd in (in_r, out_w):
             os.close(fd)
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
+def test_a_session_past_its_lifetime_is_ended_with_74(broker, sim, mocker, monkeypatch, capfd):
+    code = run_until_lifetime_ends(broker, sim, mocker, monkeypatch, SERVICE_OPEN,
+                                   header("long.pdf") + b"data")
     assert code == Exit.SESSION_EXPIRED
     assert "reached the session's maximum lifetime" in capfd.readouterr().err
     assert sim.disposables() == []
-    os.close(out_r)
 
 
 # --- 7.5: no disposable before the caller has shown up --------------------------

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 
 import pytest
 
+from tests.dom0.test_hardening import run_until_lifetime_ends
 from tests.dom0.test_open_service import CREATE, audit_line, finish, methods
 from tests.helpers import wait_for
 from whonix_open.contract import SERVICE_APP, SERVICE_OPEN, SERVICE_URL, Exit
-from whonix_open.dom0 import service
 from whonix_open.dom0.disposable import CONTAINED_TAG
 
 URL = b"https://www.whonix.org/wiki/Qubes\n"
@@ -156,31 +155,10 @@ def test_a_disposable_of_this_service_cannot_open_links(broker, sim):
 
 
 def test_a_link_session_past_its_lifetime_is_74(broker, sim, mocker, monkeypatch, capfd):
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
-    for key, value in broker.env(SERVICE_URL, "tor", "anon-whonix").items():
-        monkeypatch.setenv(key, value)
-    sim.set_fault("disposable_behaviour", "hang")
-    clock = mocker.patch("whonix_open.dom0.service.time")
-    import time as real_time
-
-    clock.monotonic.return_value = real_time.monotonic() - 480 * 60 + 0.5
-    in_r, in_w = os.pipe()
-    out_r, out_w = os.pipe()
-    os.write(in_w, URL)
-    os.close(in_w)
-    drain = threading.Thread(target=lambda: os.read(out_r, 1 << 20), daemon=True)
-    drain.start()
-    try:
-        code = service.main(SERVICE_URL, ["tor"], stdin=in_r, stdout=out_w)
-    finally:
-        for fd in (in_r, out_w):
-            os.close(fd)
-        for s, handler in saved.items():
-            signal.signal(s, handler)
+    code = run_until_lifetime_ends(broker, sim, mocker, monkeypatch, SERVICE_URL, URL)
     assert code == Exit.SESSION_EXPIRED
     assert "reached the session's maximum lifetime" in capfd.readouterr().err
     assert sim.disposables() == []
-    os.close(out_r)
 
 
 def test_a_link_caller_that_never_sends_costs_no_disposable(broker, sim):
