@@ -38,8 +38,8 @@ import time
 from whonix_open.contract import Exit
 from whonix_open.dom0.backend import Backend, Relay
 from whonix_open.dom0.errors import Refusal
+from whonix_open.dom0.relay_target import RelayTarget
 
-SERVICE = "qubes.OpenInVM"
 GONE = select.POLLERR | select.POLLHUP | select.POLLNVAL
 PROBE_INTERVAL_MS = 1000
 
@@ -97,23 +97,30 @@ def _stop(proc: Relay) -> None:
         proc.wait()
 
 
-def relay(backend: Backend, name: str, alarm: NetvmAlarm, *, view_only: bool,
-          caller_in: int, caller_out: int, connect_timeout: int, deadline: float,
-          service: str = SERVICE) -> Exit:
-    """Run *service* (qubes.OpenInVM, or OpenURL/StartApp+ID for links and
-    apps) in *name* on the caller's descriptors until it ends (or until
-    *deadline*, a time.monotonic() value). *view_only*: its output is discarded."""
+def relay(backend: Backend, name: str, alarm: NetvmAlarm, target: RelayTarget, *,
+          caller_in: int, caller_out: int, connect_timeout: int, deadline: float) -> Exit:
+    """Run target.service (qubes.OpenInVM, or OpenURL/StartApp+ID for links
+    and apps) in *name* on the caller's descriptors until it ends (or until
+    *deadline*, a time.monotonic() value). A side the target withholds from
+    the disposable (its output for view-only, the stream for an app) is
+    /dev/null instead."""
     if alarm.fired():
         raise Refusal(Exit.NETVM_CHANGED, f"netvm of {name} changed before the file was sent")
-    out = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC) if view_only else caller_out
+    devnull = []
+    if not target.pass_input:
+        devnull.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    stdin = caller_in if target.pass_input else devnull[-1]
+    if target.discard_output:
+        devnull.append(os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC))
+    stdout = devnull[-1] if target.discard_output else caller_out
     try:
-        proc = backend.run_service(name, service, stdin=caller_in, stdout=out,
+        proc = backend.run_service(name, target.service, stdin=stdin, stdout=stdout,
                                    connect_timeout=connect_timeout)
     finally:
-        if view_only:
-            os.close(out)
+        for fd in devnull:
+            os.close(fd)
     try:
-        return _supervise(proc, name, alarm, caller_out, deadline, service)
+        return _supervise(proc, name, alarm, caller_out, deadline, target.service)
     finally:
         _stop(proc)
 

@@ -132,7 +132,6 @@ def serve(service: str, argv: Sequence[str], env: Mapping[str, str], audit: Audi
     owned: list[str] = []  # every disposable this request created and has not removed
     alarm = NetvmAlarm()
     stop_watch = None
-    opened: list[int] = []  # descriptors to close at the end
     try:
         sweep_stale(backend, stale)
         plan = make_plan(backend, caller, profile)
@@ -156,19 +155,12 @@ def serve(service: str, argv: Sequence[str], env: Mapping[str, str], audit: Audi
         # Watch first, then read back: a change after the read cannot be missed.
         stop_watch = backend.watch_netvm(name, netvm_event)
         info = disposable.verify(backend, name, plan)
-        if not target.pass_input:
-            devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-            opened.append(devnull)
-        return relay(backend, name, alarm, view_only=target.discard_output,
-                     caller_in=stdin if target.pass_input else devnull, caller_out=stdout,
-                     connect_timeout=info.qrexec_timeout, deadline=deadline,
-                     service=target.service)
+        return relay(backend, name, alarm, target, caller_in=stdin, caller_out=stdout,
+                     connect_timeout=info.qrexec_timeout, deadline=deadline)
     finally:
         if stop_watch is not None:
             stop_watch()
         alarm.close()
-        for fd in opened:
-            os.close(fd)
         owned[:] = [n for n in owned if not _destroy_despite_signals(backend, n)]
         if owned:  # keep the file, naming what is left: the next request retries
             session.keep(owned)

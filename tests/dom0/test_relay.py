@@ -8,6 +8,7 @@ import pytest
 from whonix_open.contract import Exit
 from whonix_open.dom0.errors import Refusal
 from whonix_open.dom0.relay import NetvmAlarm, relay, wait_for_caller
+from whonix_open.dom0.relay_target import RelayTarget
 
 
 class NoService:
@@ -20,7 +21,8 @@ def test_a_netvm_change_before_the_relay_sends_nothing():
     try:
         alarm.poke()
         with pytest.raises(Refusal) as e:
-            relay(NoService(), "disp1", alarm, view_only=False, caller_in=0, caller_out=1,
+            relay(NoService(), "disp1", alarm, RelayTarget("qubes.OpenInVM", discard_output=False),
+                  caller_in=0, caller_out=1,
                   connect_timeout=5, deadline=time.monotonic() + 60)
         assert e.value.code == Exit.NETVM_CHANGED
     finally:
