@@ -116,16 +116,20 @@ def test_default_dispvm_none_alone_closes_the_silent_escape(tmp_path, service):
 
 # --- issue 7.3: a rule about a profile sees every request for it ----------------
 
-def _profile_reached(service: str, arg: str) -> str | None:
-    """The profile the broker would serve for this argument (None: refused)."""
-    env = {"QREXEC_REMOTE_DOMAIN": "vault", "QREXEC_SERVICE_ARGUMENT": arg,
+def request_reached(service: str, arg: str, caller: str = "vault"):
+    """The request the broker would serve for this argument (None: refused 64)."""
+    env = {"QREXEC_REMOTE_DOMAIN": caller, "QREXEC_SERVICE_ARGUMENT": arg,
            "QREXEC_SERVICE_FULL_NAME": f"{service}+{arg}"}
     try:
-        request = parse_request(service, [arg] if arg else [], env)
+        return parse_request(service, [arg] if arg else [], env)
     except Refusal as e:
         assert e.code == Exit.BAD_REQUEST
         return None
-    return request.profile
+
+
+def _profile_reached(service: str, arg: str) -> str | None:
+    request = request_reached(service, arg)
+    return None if request is None else request.profile
 
 
 def _examples() -> list[str]:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.policy.real_policy import Policy
-from tests.policy.test_policy import DVM, _examples, whonix_system
-from whonix_open.contract import SERVICE_APP, SERVICE_URL, Exit
-from whonix_open.dom0.errors import Refusal
-from whonix_open.dom0.request import parse_request
+from tests.policy.test_policy import DVM, _examples, request_reached, whonix_system
+from whonix_open.contract import SERVICE_APP, SERVICE_URL
 
 
 @pytest.fixture
@@ -50,14 +48,8 @@ def test_link_examples(tmp_path):
 
 
 def _pair_reached(arg: str) -> tuple[str, str] | None:
-    env = {"QREXEC_REMOTE_DOMAIN": "work", "QREXEC_SERVICE_ARGUMENT": arg,
-           "QREXEC_SERVICE_FULL_NAME": f"{SERVICE_APP}+{arg}"}
-    try:
-        request = parse_request(SERVICE_APP, [arg] if arg else [], env)
-    except Refusal as e:
-        assert e.code == Exit.BAD_REQUEST
-        return None
-    return request.app, request.profile
+    request = request_reached(SERVICE_APP, arg, caller="work")
+    return None if request is None else (request.app, request.profile)
 
 
 @pytest.mark.parametrize("arg", ["torbrowser+tor", "terminal+tor", "torbrowser+offline",
