@@ -53,6 +53,9 @@ class Exit(enum.IntEnum):
     CALLER_SILENT = 75
     LINK_NEEDS_NETWORK = 76  # a link was asked for in an offline profile
     APP_NOT_ALLOWED = 77  # the app is not in dom0's allowlist (profiles.toml [apps])
+    # The caller has no netvm and the profile has a network: serving it would
+    # give the caller a network path it does not have (dom0/admission.py).
+    NO_NEW_NETWORK = 79
 
     # qrexec's own codes, as seen by the caller of qrexec-client-vm
     QREXEC_FAILED = 125

@@ -4,7 +4,8 @@ StartAppInDisposable: one broker, step by step.
     validate the request (64)  ->  load the profiles (66, unknown profile 64)
     -> choose what to relay to (link offline 76, app not allowed 77)
     -> wait for the caller's first byte, never reading it (75)
-    -> connect to qubesd (73)  ->  check the caller (64, loop 72)
+    -> connect to qubesd (73)  ->  check the caller (64, loop 72, no netvm
+       but a profile with a network 79: dom0/admission.py)
     -> take a session slot counted against the caller's owner (68)
     -> remove what dead sessions left  ->  choose DVM template and gateway (66)
     -> create (CreateDisposable if the DVM's netvm fits, else Create.DispVM),
@@ -29,13 +30,12 @@ from collections.abc import Mapping, Sequence
 
 from whonix_open.contract import SERVICE_APP, SERVICE_OPEN, SERVICE_URL, SERVICE_VIEW, Exit
 from whonix_open.dom0 import disposable, sessions, signals
+from whonix_open.dom0.admission import accept, admit
 from whonix_open.dom0.audit import AuditRecord, log_line
 from whonix_open.dom0.backend import Backend, BackendError, NoSuchQube, QubeInfo, connect
-from whonix_open.dom0.config import ConfigError, load_config
 from whonix_open.dom0.errors import Refusal
 from whonix_open.dom0.relay import NetvmAlarm, relay, wait_for_caller
-from whonix_open.dom0.relay_target import relay_target
-from whonix_open.dom0.request import is_qube_name, parse_request
+from whonix_open.dom0.request import is_qube_name
 from whonix_open.dom0.resolve import make_plan
 from whonix_open.dom0.signals import Terminated
 
@@ -101,28 +101,11 @@ def owner_of(backend: Backend, caller: QubeInfo, tags: frozenset[str]) -> str:
 
 def serve(service: str, argv: Sequence[str], env: Mapping[str, str], audit: AuditRecord, *,
           backend: Backend | None, stdin: int, stdout: int) -> Exit:
-    request = parse_request(service, argv, env)
-    audit.caller = request.caller
-    try:
-        config = load_config(env)
-    except ConfigError as e:
-        raise Refusal(Exit.MISCONFIGURED, f"configuration: {e}") from None
-    profile = config.profile(request.profile)
-    if profile is None:
-        raise Refusal(Exit.BAD_REQUEST, f"unknown profile {request.profile}")
-    audit.profile = profile.name
-    target = relay_target(service, request, config, profile)
-    audit.relay = target.service
+    request, config, profile, target = accept(service, argv, env, audit)
     wait_for_caller(stdin, config.limits.caller_wait_seconds)
 
     backend = backend or connect(env)
-    try:
-        caller = backend.info(request.caller)
-    except NoSuchQube:
-        raise Refusal(Exit.BAD_REQUEST, f"caller {request.caller} does not exist") from None
-    tags = backend.tags(caller.name) if caller.klass == "DispVM" else frozenset()
-    if disposable.CONTAINED_TAG in tags:
-        raise Refusal(Exit.LOOP, f"{caller.name} is itself a disposable of this service")
+    caller, tags = admit(backend, request, profile)
     owner = owner_of(backend, caller, tags)
 
     session, stale = sessions.open_session(

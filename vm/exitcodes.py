@@ -1,6 +1,6 @@
 """The exit codes of the `whonix-open` command itself.
 
-dom0's and qrexec's codes (64-77, 125-127; whonix_open.contract.Exit) are passed
+dom0's and qrexec's codes (64-79, 125-127; whonix_open.contract.Exit) are passed
 through unchanged, so a script sees exactly what dom0 decided. The CLI adds its
 own codes below them for what happens in this qube.
 """
@@ -38,6 +38,9 @@ exit status:
   64-75    dom0 refused or failed (see DESIGN.md; passed through unchanged)
   76, 77   dom0 refused a link in an offline profile (76), an app it does
            not allow (77)
+  79       dom0 refused: this qube has no network (netvm none) and the
+           profile has one; use --offline for files, or the administrator
+           opts this qube in (dom0: qvm-features QUBE whonix-open-allow-network 1)
   125-127  qrexec failed (125), the policy denied the call (126), the service
            is not installed in dom0 (127)
   129/130/143  interrupted (SIGHUP/SIGINT/SIGTERM); the original files are

@@ -386,7 +386,7 @@ def test_per_qube_limit_is_68_and_frees_up(broker, sim):
 def test_total_limit_is_68(broker, sim):
     broker.config.write_text("[limits]\nper_qube = 1\ntotal = 3\n")
     procs = [_hanging_session(broker, sim, caller=c) for c in ("anon-whonix", "personal",
-                                                               "vault")]
+                                                               "sys-whonix")]
     r = broker.open_file(caller="sys-firewall")
     assert r.code == Exit.TOO_MANY
     for proc in procs:

@@ -20,6 +20,10 @@ def test_specific_advice():
     assert "NOT opened" in describe(67, "tor")
     assert "try again later" in describe(68, None)
     assert "not installed" in describe(127, None)
+    no_network = describe(79, "tor")
+    assert "'tor'" in no_network and "no network" in no_network
+    assert "--offline" in no_network
+    assert "qvm-features NAME-OF-THIS-QUBE whonix-open-allow-network 1" in no_network
 
 
 def test_unknown_codes():
