@@ -54,9 +54,13 @@ def test_file_names_are_valid_and_the_real_parser_loads_them(policy):
 
 @pytest.mark.parametrize("service", SERVICES)
 @pytest.mark.parametrize("arg", ["", "tor", "offline", "tor-2"])
-@pytest.mark.parametrize("source", ["anon-whonix", "work", "disp1234"])
+@pytest.mark.parametrize("source", ["anon-whonix", "work", "vault", "disp1234"])
 def test_every_qube_may_ask_dom0(policy, service, arg, source):
-    verdict, resolution = policy.evaluate(service, arg, source, "@adminvm", whonix_system())
+    """Every qube but the broker's own disposables (test_containment.py);
+    disp1234 here is one of qrexec's own @dispvm disposables (untagged). The
+    broker then refuses what a qube may not have (vault: 79)."""
+    verdict, resolution = policy.evaluate(service, arg, source, "@adminvm",
+                                          whonix_system(disposable_tags=()))
     assert verdict == "allow", resolution
     assert resolution.rule.filepath.name == "70-whonix-open.policy"
 
