@@ -9,8 +9,13 @@ import pytest
 
 from tests.policy.real_policy import OURS, Policy
 from tests.policy.test_policy import DVM, whonix_system
-from whonix_open.contract import SERVICE_APP, SERVICE_OPEN, SERVICE_STATUS, SERVICE_URL, \
-    SERVICE_VIEW
+from whonix_open.contract import (
+    SERVICE_APP,
+    SERVICE_OPEN,
+    SERVICE_STATUS,
+    SERVICE_URL,
+    SERVICE_VIEW,
+)
 from whonix_open.dom0.disposable import CONTAINED_TAG
 
 VENDOR = "70-whonix-open.policy"
