@@ -14,7 +14,7 @@ the broker" cells.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 from whonix_open.contract import Exit
@@ -60,11 +60,26 @@ def accept(service: str, argv: Sequence[str], env: Mapping[str, str],
     return Accepted(request, config, profile, target)
 
 
-def would_add_network(caller: QubeInfo, profile: Profile) -> bool:
-    """Serving *profile* would give *caller* a network path it lacks: it has
-    no netvm and the profile has one. dom0 (the AdminVM) is the
-    administrator's own request (whonix-open-app), never a qube's."""
-    return not profile.offline and caller.netvm is None and caller.klass != "AdminVM"
+def would_add_network(klass: str, netvm: str | None, profile: Profile) -> bool:
+    """Serving *profile* would give a caller of this class and netvm a network
+    path it lacks: it has no netvm and the profile has one. dom0 (the
+    AdminVM) is the administrator's own request (whonix-open-app), never a
+    qube's: qrexec lets no qube call as dom0."""
+    return not profile.offline and netvm is None and klass != "AdminVM"
+
+
+def check_caller(name: str, klass: str, netvm: str | None, tags: frozenset[str],
+                 profile: Profile, opt_in: Callable[[], str | None]) -> None:
+    """Refuse a disposable of this service (72) and a caller that would get a
+    network path it lacks (79). *opt_in* reads the caller's OPT_IN_FEATURE;
+    it is called only for a caller without a netvm asking for a network.
+    Also what `whonix-open-admin` and the README's policy table ask."""
+    if CONTAINED_TAG in tags:
+        raise Refusal(Exit.LOOP, f"{name} is itself a disposable of this service")
+    if would_add_network(klass, netvm, profile) and not feature_true(opt_in()):
+        raise Refusal(Exit.NO_NEW_NETWORK,
+                      f"{name} has no netvm and profile {profile.name} has a network "
+                      f"(feature {OPT_IN_FEATURE} is not set on {name})")
 
 
 def admit(backend: Backend, request: Request, profile: Profile) -> tuple[QubeInfo, frozenset[str]]:
@@ -76,11 +91,35 @@ def admit(backend: Backend, request: Request, profile: Profile) -> tuple[QubeInf
     except NoSuchQube:
         raise Refusal(Exit.BAD_REQUEST, f"caller {request.caller} does not exist") from None
     tags = backend.tags(caller.name) if caller.klass == "DispVM" else frozenset()
-    if CONTAINED_TAG in tags:
-        raise Refusal(Exit.LOOP, f"{caller.name} is itself a disposable of this service")
-    if would_add_network(caller, profile) \
-            and not feature_true(backend.feature(caller.name, OPT_IN_FEATURE)):
-        raise Refusal(Exit.NO_NEW_NETWORK,
-                      f"{caller.name} has no netvm and profile {profile.name} has a network "
-                      f"(feature {OPT_IN_FEATURE} is not set on {caller.name})")
+    check_caller(caller.name, caller.klass, caller.netvm, tags, profile,
+                 lambda: backend.feature(caller.name, OPT_IN_FEATURE))
     return caller, tags
+
+
+class Caller(NamedTuple):
+    """A calling qube as the broker sees it (for callers other than the broker)."""
+
+    name: str
+    klass: str
+    netvm: str | None
+    tags: frozenset[str] = frozenset()
+    opt_in: str | None = None  # its OPT_IN_FEATURE
+
+
+def would_refuse(service: str, argument: str, caller: Caller,
+                 env: Mapping[str, str]) -> Exit | None:
+    """The broker's answer to SERVICE+ARGUMENT from *caller* up to the point
+    where it creates a disposable: the code it refuses with, or None. The
+    same accept() and check_caller() that serve() runs, on a described
+    caller instead of qubesd's answers; *env* may name the configuration."""
+    call = {**{k: v for k, v in env.items() if not k.startswith("QREXEC_")},
+            "QREXEC_REMOTE_DOMAIN": caller.name, "QREXEC_SERVICE_ARGUMENT": argument,
+            "QREXEC_SERVICE_FULL_NAME": f"{service}+{argument}"}
+    try:
+        accepted = accept(service, [argument] if argument else [], call, AuditRecord(service))
+        tags = caller.tags if caller.klass == "DispVM" else frozenset()  # as admit() reads
+        check_caller(caller.name, caller.klass, caller.netvm, tags, accepted.profile,
+                     lambda: caller.opt_in)
+    except Refusal as e:
+        return e.code
+    return None
