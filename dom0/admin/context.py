@@ -7,7 +7,9 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from whonix_open.contract import Exit
 from whonix_open.dom0.admin.inventory import Inventory, Qube, Source
+from whonix_open.dom0.admission import OPT_IN_FEATURE, Caller, would_refuse
 from whonix_open.dom0.backend import Backend
 from whonix_open.dom0.config import CONFIG_ENV, DEFAULT_PATH, Config, ConfigError, load_config
 
@@ -61,6 +63,15 @@ class Context:
 
     def ws_dvms(self) -> list[Qube]:
         return [q for q in sorted(self.inventory.values()) if q.is_ws_dvm]
+
+    def broker_refuses(self, service: str, argument: str, qube: str) -> Exit | None:
+        """The code the broker refuses SERVICE+ARGUMENT from *qube* with before
+        it creates anything (e.g. 79: no netvm), or None - the broker's own
+        admission code, on the inventory (no Admin API call). *argument* is
+        in policy spelling ("+tor")."""
+        q = self.inventory[qube]
+        caller = Caller(q.name, q.klass, q.netvm, q.tags, q.features.get(OPT_IN_FEATURE))
+        return would_refuse(service, argument.removeprefix("+"), caller, self.env)
 
     def gateway_fix(self, qube: str, prop: str = "netvm") -> str:
         gws = self.gateways()

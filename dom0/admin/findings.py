@@ -30,9 +30,13 @@ CHECKS = {
     "named-disposable": "a named disposable (no auto-shutdown)",
     "no-auto-cleanup": "a disposable without auto_cleanup",
     "orphan": "a disposable of this service whose session is gone",
-    "containment": "an opened disposable cannot start anything elsewhere (DESIGN.md, "
-                   "Enforcement 8): its tag, and the policy denying it every service that "
-                   "opens or runs something in another qube",
+    "containment": "an opened disposable reaches nothing outside itself (DESIGN.md, "
+                   "Enforcement 8): its tag, and the policy denying it the whonix services "
+                   "and every service that carries data to another qube, and other qubes "
+                   "(the gateway) their calls into it",
+    "network-opt-in": "a qube without a netvm that may use profiles with a network "
+                      "(dom0 feature whonix-open-allow-network): its files and links can "
+                      "leave through a disposable",
     "preload": "which profiles can use the R4.3 preloaded disposables of their DVM template",
     "policy": "qrexec policy: loads, who may call each service and profile, shadowing",
 }

@@ -9,20 +9,23 @@ qubesadmin (QubesadminBackend), in the tests and the demo the simulation
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+from whonix_open.dom0.admission import OPT_IN_FEATURE
 from whonix_open.dom0.backend import Backend, BackendError, NoSuchQube, QubeInfo
 from whonix_open.dom0.backend import connect as connect_backend
 from whonix_open.dom0.resolve import GW_FEATURE, WS_FEATURE, feature_true
 
 # Own features carried in the inventory, each read only where it means something
 # (one admin.vm.feature.Get each): key -> which qubes.
-FEATURES = {
-    "whonix-open-session": lambda klass, dvm: klass == "DispVM",  # the broker's marker
-    "preload-dispvm-max": lambda klass, dvm: dvm or klass == "AdminVM",  # R4.3 preloads
-    "whonix-default-dispvm": lambda klass, dvm: klass != "AdminVM",  # the DVM choice
-    "internal": lambda klass, dvm: True,  # in qrexec's system info
+FEATURES: dict[str, Callable[[QubeInfo], bool]] = {
+    "whonix-open-session": lambda q: q.klass == "DispVM",  # the broker's marker
+    "preload-dispvm-max": lambda q: q.template_for_dispvms or q.klass == "AdminVM",  # R4.3
+    "whonix-default-dispvm": lambda q: q.klass != "AdminVM",  # the DVM choice
+    "internal": lambda q: True,  # in qrexec's system info
+    # the broker's opt-in for a caller without a netvm (dom0/admission.py)
+    OPT_IN_FEATURE: lambda q: q.klass != "AdminVM" and q.netvm is None,
 }
 
 
@@ -103,7 +106,7 @@ class Source:
         dvm = info.template_for_dispvms
         own = {}
         for key, wanted in FEATURES.items():
-            value = b.feature(name, key) if wanted(klass, dvm) else None
+            value = b.feature(name, key) if wanted(info) else None
             if value is not None:
                 own[key] = value
         if klass == "DispVM" or dvm:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from whonix_open.dom0.admin.context import Context
 from whonix_open.dom0.admin.findings import FAIL, PASS, WARN, Finding, finding
 from whonix_open.dom0.admin.inventory import Qube
+from whonix_open.dom0.admission import OPT_IN_FEATURE
 from whonix_open.dom0.disposable import MARKER_FEATURE
+from whonix_open.dom0.resolve import feature_true
 
 
 def _users(ctx: Context, dvm: str) -> list[str]:
@@ -100,8 +102,33 @@ def _bad_links(ctx: Context, links: dict[tuple[str, str], list[str]]) -> list[Fi
     return out
 
 
+def _opt_ins(ctx: Context) -> list[Finding]:
+    """Qubes the broker lets use profiles with a network although they have
+    no netvm (dom0/admission.py): the administrator said so, but it is the
+    one way their data reaches a network through whonix-open."""
+    out = []
+    offline = []
+    for q in sorted(ctx.inventory.values()):
+        if q.klass == "AdminVM" or q.netvm is not None:
+            continue
+        if feature_true(q.features.get(OPT_IN_FEATURE)):
+            out.append(finding(
+                "network-opt-in", WARN,
+                f"{q.name} has no netvm, but the feature {OPT_IN_FEATURE} lets it use profiles "
+                f"with a network: a file, link or app it sends can reach the network "
+                f"through the disposable", [q.name],
+                [f"qvm-features --unset {q.name} {OPT_IN_FEATURE}"]))
+        else:
+            offline.append(q.name)
+    if offline:
+        out.append(finding("network-opt-in", PASS,
+                           f"qubes without a netvm get only offline profiles (79 otherwise): "
+                           f"{', '.join(offline)}"))
+    return out
+
+
 def run(ctx: Context) -> list[Finding]:
-    out = _dvm_netvm(ctx)
+    out = _dvm_netvm(ctx) + _opt_ins(ctx)
     bad: list[Finding] = []
     links: dict[tuple[str, str], list[str]] = {}
     for q in sorted(ctx.inventory.values()):

@@ -20,9 +20,17 @@ from whonix_open.dom0.admin.context import Context
 from whonix_open.dom0.admin.findings import FAIL, PASS, WARN, Finding, finding
 from whonix_open.dom0.disposable import CONTAINED_TAG, MARKER_FEATURE
 
-# What 70-whonix-open.policy denies an opened disposable (DESIGN.md, Enforcement 8).
-CONTAINED_SERVICES = ("qubes.OpenInVM", "qubes.OpenURL", "qubes.StartApp", "qubes.VMShell",
-                      "qubes.VMExec", "qubes.VMExecGUI")
+# What 70-whonix-open.policy denies an opened disposable towards every other
+# qube (DESIGN.md, Enforcement 8): every service that carries data out of it,
+# stock and Whonix (its disposables carry the DVM template's anon-vm tag).
+CONTAINED_SERVICES = ("qubes.Filecopy", "qubes.OpenInVM", "qubes.OpenURL", "qubes.StartApp",
+                      "qubes.VMShell", "qubes.VMExec", "qubes.VMExecGUI",
+                      "qubes.ClipboardPaste", "qubes.ConnectTCP", "qubes.UpdatesProxy",
+                      "whonix.NewStatus", "sdwdate-gui.Connect")
+# ... and what no qube may call in it (80-whonix: the gateway into anon-vm).
+INBOUND_SERVICES = ("whonix.SdwdateStatus", "whonix.GatewayCommand", "qubes.OpenInVM",
+                    "qubes.Filecopy", "qubes.VMShell")
+ORDER = {"allow": 0, "ask": 1, "deny": 2}
 PROBE = "whonix-open-probe"  # stands for a disposable the broker would open now
 
 
@@ -80,7 +88,10 @@ def run(ctx: Context) -> list[Finding]:
         rule_at: dict[str, str] = {}
         for src in sources(ctx):
             d = policy.decide(loaded, info, service, arg, src, "dom0")
-            by_result[d.result].append(src)
+            refused = None if d.result == "deny" or service == SERVICE_STATUS \
+                else ctx.broker_refuses(service, arg, src)
+            by_result[f"refused by the broker ({int(refused)})" if refused
+                      else d.result].append(src)
             if d.file == policy.VENDOR_FILE:
                 vendor_seen = True
             elif d.file is not None and d.file < policy.VENDOR_FILE \
@@ -88,8 +99,9 @@ def run(ctx: Context) -> list[Finding]:
                 shadowing[d.where].append(src)
                 rule_at[d.where] = d.rule or ""
         call = f"{service}{arg}"
-        parts = [f"{r}: {_names(by_result[r])}" for r in ("allow", "ask", "deny")
-                 if by_result[r]]
+        parts = [f"{r}: {_names(names)}" for r, names in sorted(
+            by_result.items(), key=lambda item: (item[0] not in ORDER, ORDER.get(item[0], 0),
+                                                 item[0]))]
         out.append(finding("policy", PASS, f"{call} -> dom0: " + "; ".join(parts)))
         for where, names in shadowing.items():
             file, line = where.rsplit(":", 1)
@@ -143,26 +155,38 @@ def _containment(ctx: Context, loaded: object, info: dict) -> list[Finding]:
                *(f"@dispvm:{d.name}" for d in sorted(ctx.inventory.values())
                  if d.template_for_dispvms),
                *(n for n in sorted(ctx.inventory) if n != "dom0")]
+    # (what may happen, the deciding rule) -> the qubes it happens with
     holes: dict[tuple[str, str], list[str]] = defaultdict(list)
-    rules: dict[tuple[str, str], str] = {}
+    rules: dict[str, str] = {}
+
+    def deny_or_hole(what: str, other: str, d: policy.Decision) -> None:
+        if d.result != "deny" and d.where:
+            holes[(what, d.where)].append(other)
+            rules[d.where] = d.rule or ""
+
     for probe in probes:
         for service in CONTAINED_SERVICES:
             for target in targets:
-                d = policy.decide(loaded, info, service, "+", probe, target)
-                if d.result != "deny" and d.where:
-                    holes[(service, d.where)].append(target)
-                    rules[(service, d.where)] = d.rule or ""
-    for (service, where), hit in sorted(holes.items()):
+                deny_or_hole(f"an opened disposable may call {service} towards", target,
+                             policy.decide(loaded, info, service, "+", probe, target))
+        for service, arg in requests(ctx):
+            deny_or_hole(f"an opened disposable may call {service}{arg} towards", "dom0",
+                         policy.decide(loaded, info, service, arg, probe, "dom0"))
+        for service in INBOUND_SERVICES:
+            for src in sources(ctx):
+                deny_or_hole(f"{service} may be called in an opened disposable by", src,
+                             policy.decide(loaded, info, service, "+", src, probe))
+    for (what, where), hit in sorted(holes.items()):
         file, line = where.rsplit(":", 1)
         out.append(finding(
             "containment", FAIL,
-            f"an opened disposable may call {service} towards {_names(sorted(set(hit)))}: "
-            f"{where} ({rules[(service, where)]}) decides before the containment rules of "
-            f"{policy.VENDOR_FILE}", [],
+            f"{what} {_names(sorted(set(hit)))}: {where} ({rules[where]}) decides before "
+            f"the containment rules of {policy.VENDOR_FILE}", [],
             [f"edit /etc/qubes/policy.d/{file} line {line}: exclude @tag:{CONTAINED_TAG} "
              f"(a deny rule for it before this one)"]))
     if not out and probes:
         out.append(finding("containment", PASS,
-                           f"opened disposables may not call {', '.join(CONTAINED_SERVICES)} "
-                           f"towards any qube"))
+                           f"opened disposables may not call the whonix services, nor "
+                           f"{', '.join(CONTAINED_SERVICES)} towards any qube; no qube may "
+                           f"call {', '.join(INBOUND_SERVICES)} in them"))
     return out
