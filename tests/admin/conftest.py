@@ -26,7 +26,8 @@ SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 UPSTREAM_POLICY = REPO / "tests" / "policy" / "fixtures"
 # 35-compat.policy's !compat-4.0 includes R4.0 files from /etc/qubes-rpc/policy:
 # pointed at an empty directory here (make_admin), as on an R4.3 dom0 without any.
-REAL_POLICY_FILES = ("35-compat.policy", "80-whonix.policy", "90-default.policy")
+REAL_POLICY_FILES = ("35-compat.policy", "80-whonix.policy", "90-default.policy",
+                     "90-default-gui-daemon.policy")
 
 
 def require_qrexec() -> None:
