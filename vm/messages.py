@@ -81,10 +81,10 @@ MESSAGES: dict[Exit, str] = {
     ),
     Exit.NO_NEW_NETWORK: (
         "dom0 refused: this qube has no network (its netvm is none) and {profile} "
-        "has one, so the disposable would give this qube's files and links a way "
-        "out. Nothing was opened and no disposable was created. Files can still be "
-        "opened offline (--offline); links and apps with a network cannot. If this "
-        "qube should have that, the administrator opts it in, in dom0: "
+        "has one, so the disposable would give this qube a way out to the network. "
+        "Nothing was opened and no disposable was created. Without a network only "
+        "offline profiles work (--offline; not for links). If this qube should have "
+        "one, the administrator opts it in, in dom0: "
         "qvm-features NAME-OF-THIS-QUBE whonix-open-allow-network 1."
     ),
 }
