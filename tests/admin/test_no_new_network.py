@@ -19,9 +19,11 @@ def _qrexec():
     require_qrexec()
 
 
-def _explain(admin, qube: str, call: str | None = None) -> dict[str, dict]:
-    args = ["policy", "explain", "--policy-dir", str(admin.policy), qube, "--json"]
-    out = admin.run(*args, *([call] if call else []))
+def _explain(admin, qube: str, call: str | None = None,
+             target: str | None = None) -> dict[str, dict]:
+    args = ["policy", "explain", "--policy-dir", str(admin.policy), qube, *([call] if call else []),
+            "--json", *(["--target", target] if target else [])]
+    out = admin.run(*args)
     assert out.code == 0, out.err
     return {d["service"] + d["argument"]: d for d in out.json()["decisions"]}
 
@@ -89,3 +91,26 @@ def test_the_shipped_policy_contains_everything(admin):
     [ok] = [f for f in findings(admin.check()) if f["check"] == "containment"]
     assert ok["level"] == "PASS"
     assert "whonix services" in ok["message"] and "whonix.SdwdateStatus" in ok["message"]
+
+
+def test_an_offline_disposable_has_no_qrexec_path_to_the_gateway_or_another_qube(admin):
+    """A real offline disposable of this service on the simulated system (the
+    DVM template's tags, the broker's tag and marker, netvm none), through
+    `policy explain` - the real parser with the system information qubesd
+    would give qrexec."""
+    admin.sim.add_qube("whonix-open-disp42", klass="DispVM",
+                       template="whonix-workstation-18-dvm", netvm="", default_dispvm="",
+                       auto_cleanup=True, power_state="Running",
+                       tags=["anon-vm", "created-by-dom0", "whonix-open-disposable"],
+                       features={"whonix-open-session": "anon-whonix.1.00000001"})
+    for service, target in [("whonix.NewStatus", "sys-whonix"), ("qubes.Filecopy", "personal"),
+                            ("qubes.UpdatesProxy", "@default"), ("qubes.VMShell", "@dispvm"),
+                            ("qubes.OpenURL", "@dispvm:whonix-workstation-18-dvm"),
+                            ("qubes.ClipboardPaste", "anon-whonix")]:
+        [d] = _explain(admin, "whonix-open-disp42", f"{service}+", target).values()
+        assert d["result"] == "deny", d
+    for call in ("whonix.OpenInDisposable+offline", "whonix.OpenURLInDisposable+tor"):
+        [d] = _explain(admin, "whonix-open-disp42", call).values()
+        assert d["result"] == "deny" and d["broker"] is None, d  # the policy stops it first
+    [ok] = [f for f in findings(admin.check()) if f["check"] == "containment"]
+    assert ok["level"] == "PASS"

@@ -144,3 +144,14 @@ def test_the_clipboard_example_lets_exactly_the_clipboard_out(tmp_path):
     si = contained()
     assert p.action("qubes.ClipboardPaste", "", DISPOSABLE, "work", si) == "ask"
     assert p.action("qubes.Filecopy", "", DISPOSABLE, "work", si) == "deny"
+
+
+def test_qubes_policy_lint_accepts_the_files():
+    """qrexec's own linter (qubes-policy-lint), as an administrator runs it."""
+    import subprocess
+    import sys
+
+    files = [str(OURS / "70-whonix-open.policy"), str(OURS / "30-user-whonix-open.policy")]
+    r = subprocess.run([sys.executable, "-m", "qrexec.tools.qubes_policy_lint", *files],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0 and r.stdout == "", r.stdout + r.stderr
