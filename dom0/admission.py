@@ -8,8 +8,9 @@ exists (DESIGN.md, "Enforcement" 1 and "No new network").
               network path it does not already have (79)
 
 `service.serve` calls both, with the wait for the caller's first byte in
-between; the README's policy table calls the same two for its "refused by
-the broker" cells.
+between. `would_refuse()` runs accept() and admit()'s check_caller() on a
+described caller: `whonix-open-admin check` / `policy explain` and the
+README's policy table ask it what the broker would refuse.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def admit(backend: Backend, request: Request, profile: Profile) -> tuple[QubeInf
 
 
 class Caller(NamedTuple):
-    """A calling qube as the broker sees it (for callers other than the broker)."""
+    """A calling qube as described by someone who already read it (the admin
+    tool's inventory) instead of admit() asking qubesd."""
 
     name: str
     klass: str
