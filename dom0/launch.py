@@ -15,6 +15,7 @@ tells the broker that the caller went away. It blocks until the app exits.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -55,11 +56,16 @@ def service_env(app: str, profile: str, env: Mapping[str, str]) -> dict[str, str
 
 
 def _tell(text: str) -> None:
-    print(f"whonix-open-app: {text}", file=sys.stderr)
+    """One line on stderr; a notification too when started from the menu
+    (stderr is not a terminal) and there is a display to show it on."""
+    print(f"whonix-open-app: {text}", file=sys.stderr, flush=True)
     notify = shutil.which("notify-send")
-    if notify and not sys.stderr.isatty():
-        subprocess.run([notify, "--app-name=whonix-open", "whonix-open", text],
-                       check=False, stdin=subprocess.DEVNULL)
+    shown = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if notify and shown and not sys.stderr.isatty():
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run([notify, "--app-name=whonix-open", "--", "whonix-open", text],
+                           check=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=10)
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -79,13 +85,23 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     env = service_env(ns.app, ns.profile, os.environ if env is None else env)
 
     from whonix_open.dom0 import service  # only now: --help stays fast
+    from whonix_open.dom0.backend import BackendError, connect
 
+    try:  # before the broker: a missing library is this command's, not a request's failure
+        backend = connect(env)
+    except ImportError as e:
+        _tell(f"cannot start {ns.app}: the Python module '{e.name}' is missing "
+              "(dom0 package python3-qubesadmin).")
+        return int(Exit.INTERNAL)
+    except BackendError as e:
+        _tell(f"cannot start {ns.app}: {e}.")
+        return int(Exit.INTERNAL)
     in_r, in_w = os.pipe2(os.O_CLOEXEC)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     os.write(in_w, b"\n")  # the broker waits for the caller's first byte
     try:
         code = service.main(SERVICE_APP, [env["QREXEC_SERVICE_ARGUMENT"]], env,
-                            stdin=in_r, stdout=out_w)
+                            backend=backend, stdin=in_r, stdout=out_w)
     finally:
         for fd in (in_r, in_w, out_r, out_w):
             os.close(fd)
