@@ -26,25 +26,13 @@ from whonix_open.contract import (
     APP_SEPARATOR,
     DEFAULT_PROFILE,
     SERVICE_APP,
+    SUMMARY,
     Exit,
     is_app_name,
     is_profile_name,
 )
 
 CALLER = "dom0"
-# Short words for the codes a dom0 user can meet here; the log has the detail.
-REASONS = {
-    Exit.BAD_REQUEST: "unknown profile",
-    Exit.MISCONFIGURED: "misconfigured (profiles.toml, DVM template or gateway)",
-    Exit.NETWORK_REFUSED: "the network could not be guaranteed",
-    Exit.TOO_MANY: "too many disposables are open",
-    Exit.DISPOSABLE_FAILED: "the disposable could not be started, or the app failed in it",
-    Exit.VERIFICATION_FAILED: "the disposable failed verification",
-    Exit.NETVM_CHANGED: "the disposable's network was changed, so it was killed",
-    Exit.INTERNAL: "internal error (qubesd?)",
-    Exit.SESSION_EXPIRED: "the session reached its maximum lifetime",
-    Exit.APP_NOT_ALLOWED: "the app is not in the allowlist ([apps] in profiles.toml)",
-}
 
 
 def service_env(app: str, profile: str, env: Mapping[str, str]) -> dict[str, str]:
@@ -106,7 +94,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         for fd in (in_r, in_w, out_r, out_w):
             os.close(fd)
     if code != Exit.OK:
-        reason = REASONS.get(Exit(code), "refused") if code in set(Exit) else "failed"
+        reason = SUMMARY[Exit(code)] if code in set(Exit) else "failed"
         _tell(f"{ns.app} ({ns.profile}): {reason} (exit {code}; journalctl -t whonix-open)")
     return code
 

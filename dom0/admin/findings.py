@@ -30,9 +30,9 @@ CHECKS = {
     "named-disposable": "a named disposable (no auto-shutdown)",
     "no-auto-cleanup": "a disposable without auto_cleanup",
     "orphan": "a disposable of this service whose session is gone",
-    "containment": "an opened disposable cannot start anything elsewhere (DESIGN.md, "
-                   "Enforcement 8): its tag, and the policy denying it every service that "
-                   "opens or runs something in another qube",
+    "containment": "an opened disposable cannot start anything elsewhere: its tag, and "
+                   "the policy denying it every service that opens or runs something in "
+                   "another qube",
     "preload": "which profiles can use the R4.3 preloaded disposables of their DVM template",
     "policy": "qrexec policy: loads, who may call each service and profile, shadowing",
 }

@@ -235,3 +235,16 @@ def test_loop_guard_without_a_display_leaks_no_dialog_noise(desk, tmp_path):
     assert got.stderr == ("whonix-open: error: refused: started from inside a qubes.OpenInVM "
                           "session (see qubes-issues #7406); not opening another disposable "
                           "without confirmation\n")
+
+
+# --- --help points to nothing that is not installed ------------------------------
+
+def test_help_lists_every_dom0_code_itself_instead_of_an_uninstalled_file(desk):
+    from whonix_open.contract import SUMMARY, Exit
+
+    got = _run([sys.executable, "-m", "whonix_open.vm.cli", "--help"], desk)
+    assert got.returncode == 0 and got.stderr == ""
+    assert "DESIGN.md" not in got.stdout
+    for code in Exit:
+        if code != Exit.OK:
+            assert f"\n  {int(code):<8} {SUMMARY[code]}\n" in got.stdout, code
