@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         for fd in (in_r, in_w, out_r, out_w):
             os.close(fd)
     if code != Exit.OK:
-        reason = SUMMARY[Exit(code)] if code in set(Exit) else "failed"
+        reason = SUMMARY.get(Exit(code), "refused") if code in set(Exit) else "failed"
         _tell(f"{ns.app} ({ns.profile}): {reason} (exit {code}; journalctl -t whonix-open)")
     return code
 

@@ -27,7 +27,8 @@ DOM0_CODES = frozenset(int(code) for code in Exit if code != Exit.OK)
 
 def _dom0_lines() -> str:
     """One line per dom0 and qrexec code, from the contract's own words."""
-    return "\n".join(f"  {int(code):<8} {SUMMARY[code]}" for code in Exit if code != Exit.OK)
+    return "\n".join(f"  {int(code):<8} {SUMMARY.get(code, 'see the message')}"
+                     for code in Exit if code != Exit.OK)
 
 
 EPILOG = """\
