@@ -38,13 +38,14 @@ def _notify_error(text: str) -> None:
     Reporter().error(text)
 
 
-def _exec_whonix_open(args: list[str]) -> int:
+def _exec_whonix_open(args: list[str], program: str = "whonix-open") -> int:
+    """Become *program* with *args*; if it cannot run, say why (exit 1)."""
     try:
-        os.execvp("whonix-open", ["whonix-open", *args])  # noqa: S606 - fixed program, argv list
+        os.execvp(program, [program, *args])  # noqa: S606 - fixed program, argv list
     except OSError as exc:
         why = ("it is not installed (not found on PATH)" if isinstance(exc, FileNotFoundError)
                else exc.strerror)
-        _notify_error(f"cannot run the whonix-open command: {why}. Nothing was opened.")
+        _notify_error(f"cannot run the {program} command: {why}. Nothing was opened.")
     return CANCELLED
 
 
