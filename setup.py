@@ -22,6 +22,8 @@ setup(
         "whonix_open.vm": "vm",
         "whonix_open.sim": "sim",
     },
+    # The simulation's shipped scenarios (`python -m whonix_open.sim init/scenarios`).
+    package_data={"whonix_open.sim": ["scenarios/*.toml"]},
     # qubesadmin and qrexec are Qubes system packages (not on PyPI): imported lazily.
     # The VM helper's own runtime dependency (the dom0 RPM does not use this list).
     install_requires=["pyxdg"],

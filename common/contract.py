@@ -61,3 +61,27 @@ class Exit(enum.IntEnum):
     QREXEC_FAILED = 125
     POLICY_DENIED = 126
     SERVICE_NOT_FOUND = 127
+
+
+# A few words per code, for short reports (the VM helper's --help, dom0's
+# whonix-open-app); the VM helper's full advice is vm/messages.py.
+SUMMARY: dict[Exit, str] = {
+    Exit.OK: "done; the disposable was closed",
+    Exit.BAD_REQUEST: "bad request: malformed, or an unknown profile or caller",
+    Exit.MISCONFIGURED: "misconfigured (profiles.toml, DVM template or gateway)",
+    Exit.NETWORK_REFUSED: "the network could not be guaranteed",
+    Exit.TOO_MANY: "too many disposables are open",
+    Exit.DISPOSABLE_FAILED: "the disposable could not be created or started, or what it ran failed",
+    Exit.VERIFICATION_FAILED: "the disposable failed verification",
+    Exit.NETVM_CHANGED: "the disposable's network was changed, so it was killed",
+    Exit.LOOP: "the caller is itself a disposable of this service",
+    Exit.INTERNAL: "internal error in dom0 (qubesd unreachable?)",
+    Exit.SESSION_EXPIRED: "the session reached its maximum lifetime",
+    Exit.CALLER_SILENT: "the caller sent nothing in time",
+    Exit.LINK_NEEDS_NETWORK: "a link in a profile without a network",
+    Exit.APP_NOT_ALLOWED: "the app is not in the allowlist ([apps] in profiles.toml)",
+    Exit.NO_NEW_NETWORK: "this qube has no network and the profile has one",
+    Exit.QREXEC_FAILED: "qrexec failed",
+    Exit.POLICY_DENIED: "the qrexec policy denied the call",
+    Exit.SERVICE_NOT_FOUND: "the service is not installed in dom0",
+}

@@ -15,6 +15,7 @@ tells the broker that the caller went away. It blocks until the app exits.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -25,25 +26,13 @@ from whonix_open.contract import (
     APP_SEPARATOR,
     DEFAULT_PROFILE,
     SERVICE_APP,
+    SUMMARY,
     Exit,
     is_app_name,
     is_profile_name,
 )
 
 CALLER = "dom0"
-# Short words for the codes a dom0 user can meet here; the log has the detail.
-REASONS = {
-    Exit.BAD_REQUEST: "unknown profile",
-    Exit.MISCONFIGURED: "misconfigured (profiles.toml, DVM template or gateway)",
-    Exit.NETWORK_REFUSED: "the network could not be guaranteed",
-    Exit.TOO_MANY: "too many disposables are open",
-    Exit.DISPOSABLE_FAILED: "the disposable could not be started, or the app failed in it",
-    Exit.VERIFICATION_FAILED: "the disposable failed verification",
-    Exit.NETVM_CHANGED: "the disposable's network was changed, so it was killed",
-    Exit.INTERNAL: "internal error (qubesd?)",
-    Exit.SESSION_EXPIRED: "the session reached its maximum lifetime",
-    Exit.APP_NOT_ALLOWED: "the app is not in the allowlist ([apps] in profiles.toml)",
-}
 
 
 def service_env(app: str, profile: str, env: Mapping[str, str]) -> dict[str, str]:
@@ -55,11 +44,16 @@ def service_env(app: str, profile: str, env: Mapping[str, str]) -> dict[str, str
 
 
 def _tell(text: str) -> None:
-    print(f"whonix-open-app: {text}", file=sys.stderr)
+    """One line on stderr; a notification too when started from the menu
+    (stderr is not a terminal) and there is a display to show it on."""
+    print(f"whonix-open-app: {text}", file=sys.stderr, flush=True)
     notify = shutil.which("notify-send")
-    if notify and not sys.stderr.isatty():
-        subprocess.run([notify, "--app-name=whonix-open", "whonix-open", text],
-                       check=False, stdin=subprocess.DEVNULL)
+    shown = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if notify and shown and not sys.stderr.isatty():
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run([notify, "--app-name=whonix-open", "--", "whonix-open", text],
+                           check=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=10)
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -79,18 +73,28 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     env = service_env(ns.app, ns.profile, os.environ if env is None else env)
 
     from whonix_open.dom0 import service  # only now: --help stays fast
+    from whonix_open.dom0.backend import BackendError, connect
 
+    try:  # before the broker: a missing library is this command's, not a request's failure
+        backend = connect(env)
+    except ImportError as e:
+        _tell(f"cannot start {ns.app}: the Python module '{e.name}' is missing "
+              "(dom0 package python3-qubesadmin).")
+        return int(Exit.INTERNAL)
+    except BackendError as e:
+        _tell(f"cannot start {ns.app}: {e}.")
+        return int(Exit.INTERNAL)
     in_r, in_w = os.pipe2(os.O_CLOEXEC)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     os.write(in_w, b"\n")  # the broker waits for the caller's first byte
     try:
         code = service.main(SERVICE_APP, [env["QREXEC_SERVICE_ARGUMENT"]], env,
-                            stdin=in_r, stdout=out_w)
+                            backend=backend, stdin=in_r, stdout=out_w)
     finally:
         for fd in (in_r, in_w, out_r, out_w):
             os.close(fd)
     if code != Exit.OK:
-        reason = REASONS.get(Exit(code), "refused") if code in set(Exit) else "failed"
+        reason = SUMMARY.get(Exit(code), "refused") if code in set(Exit) else "failed"
         _tell(f"{ns.app} ({ns.profile}): {reason} (exit {code}; journalctl -t whonix-open)")
     return code
 

@@ -105,7 +105,8 @@ def relay(backend: Backend, name: str, alarm: NetvmAlarm, target: RelayTarget, *
     the disposable (its output for view-only, the stream for an app) is
     /dev/null instead."""
     if alarm.fired():
-        raise Refusal(Exit.NETVM_CHANGED, f"netvm of {name} changed before the file was sent")
+        raise Refusal(Exit.NETVM_CHANGED,
+                      f"netvm of {name} changed before {target.what} was relayed to it")
     devnull = []
     if not target.pass_input:
         devnull.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
@@ -120,7 +121,7 @@ def relay(backend: Backend, name: str, alarm: NetvmAlarm, target: RelayTarget, *
         for fd in devnull:
             os.close(fd)
     try:
-        return _supervise(proc, name, alarm, caller_out, deadline, target.service)
+        return _supervise(proc, name, alarm, caller_out, deadline, target)
     finally:
         _stop(proc)
 
@@ -155,7 +156,7 @@ class _HangupProbe:
 
 
 def _supervise(proc: Relay, name: str, alarm: NetvmAlarm, caller_out: int,
-               deadline: float, service: str) -> Exit:
+               deadline: float, target: RelayTarget) -> Exit:
     pidfd = os.pidfd_open(proc.pid)
     probe = _HangupProbe(caller_out)
     try:
@@ -172,12 +173,12 @@ def _supervise(proc: Relay, name: str, alarm: NetvmAlarm, caller_out: int,
             if alarm.read_fd in ready and alarm.fired():
                 raise Refusal(Exit.NETVM_CHANGED,
                               f"netvm of {name} was changed (or could no longer be "
-                              f"watched) while the file was open")
+                              f"watched) while {target.what} was open")
             if pidfd in ready:
                 code = proc.wait()
                 if code != 0:
                     raise Refusal(Exit.DISPOSABLE_FAILED,
-                                  f"{service} in {name} failed with exit code {code}")
+                                  f"{target.service} in {name} failed with exit code {code}")
                 return Exit.OK
             if probe.gone(ready.get(caller_out, 0)):
                 raise Refusal(Exit.INTERNAL, "the caller went away")

@@ -32,6 +32,7 @@ class RelayTarget(NamedTuple):
     service: str  # the qrexec call into the disposable, argument included
     discard_output: bool  # True: the disposable's stdout goes to /dev/null
     pass_input: bool = True  # False: its stdin is /dev/null (an app gets nothing)
+    what: str = "the file"  # what is relayed, in the dom0 log's words ("the link", ...)
 
 
 def relay_target(service: str, request: Request, config: Config,
@@ -45,12 +46,13 @@ def relay_target(service: str, request: Request, config: Config,
         if profile.offline:
             raise Refusal(Exit.LINK_NEEDS_NETWORK,
                           f"a link cannot be opened in the offline profile {profile.name}")
-        return RelayTarget(OPEN_URL, discard_output=True)
+        return RelayTarget(OPEN_URL, discard_output=True, what="the link")
     if service == SERVICE_APP and request.app is not None:
         desktop_id = config.apps.get(request.app)
         if desktop_id is None:
             raise Refusal(Exit.APP_NOT_ALLOWED,
                           f"app {request.app} is not allowed (profiles.toml [apps])")
         # The caller's byte only says "start"; the app must not read the stream.
-        return RelayTarget(f"{START_APP}+{desktop_id}", discard_output=True, pass_input=False)
+        return RelayTarget(f"{START_APP}+{desktop_id}", discard_output=True, pass_input=False,
+                           what=f"the app {request.app}")
     raise Refusal(Exit.BAD_REQUEST, "unknown service")

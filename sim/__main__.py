@@ -54,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "show":
             _show(SimQubes(args.dir), args.json)
         else:
-            print("\n".join(scenarios.shipped()))
+            names = scenarios.shipped()
+            if not names:  # an install without its package data
+                raise scenarios.ScenarioError(
+                    f"no shipped scenarios in {scenarios.SCENARIO_DIR}: the simulation is "
+                    "not completely installed")
+            print("\n".join(names))
     except (scenarios.ScenarioError, StateError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -189,11 +189,15 @@ def _launched(state: SimState, entry: dict[str, Any]) -> None:
         st.setdefault("launched", []).append(entry)
 
 
-def _like_an_app(behaviour: str) -> int:
-    """An opened browser or app: runs until closed. With "hang" it stays open
-    until killed, or until SIGUSR1 (the user closes it: exit 0)."""
+def _like_an_app(state: SimState, entry: dict[str, Any], behaviour: str) -> int:
+    """An opened browser or app (*entry* records it): runs until closed. With
+    "hang" it stays open until killed, or until SIGUSR1 (the user closes it:
+    exit 0) - handled from before it is recorded, so a test that sees it
+    launched can close it at once."""
     if behaviour == "hang":
         signal.signal(signal.SIGUSR1, lambda *_: sys.exit(0))
+    _launched(state, entry)
+    if behaviour == "hang":
         _hang()
     return 1 if behaviour == "fail" else 0
 
@@ -205,8 +209,8 @@ def run_url(state: SimState, qube: str, behaviour: str) -> int:
     if not url.startswith(URL_PREFIXES):
         print("Invalid URL", file=sys.stderr)
         return 1
-    _launched(state, {"qube": qube, "kind": "url", "url": url, "pid": os.getpid()})
-    return _like_an_app(behaviour)
+    return _like_an_app(state, {"qube": qube, "kind": "url", "url": url, "pid": os.getpid()},
+                        behaviour)
 
 
 def run_app(state: SimState, qube: str, argument: str, behaviour: str) -> int:
@@ -222,10 +226,10 @@ def run_app(state: SimState, qube: str, argument: str, behaviour: str) -> int:
         return 1
     st = os.fstat(0)
     devnull = os.stat(os.devnull)
-    _launched(state, {"qube": qube, "kind": "app", "app": basename, "pid": os.getpid(),
-                      "stdin_is_devnull": (st.st_rdev, st.st_ino) == (devnull.st_rdev,
-                                                                     devnull.st_ino)})
-    return _like_an_app(behaviour)
+    return _like_an_app(state, {"qube": qube, "kind": "app", "app": basename,
+                                "pid": os.getpid(), "stdin_is_devnull": (
+                                    st.st_rdev, st.st_ino) == (devnull.st_rdev, devnull.st_ino)},
+                        behaviour)
 
 
 def run(sim_dir: str, qube: str, caller: str, service: str) -> int:

@@ -21,7 +21,7 @@ Exit status (with several files: the first failing file's, in argument order):
   unexpected internal error (reported on stderr, as a notification, and logged);
   2 usage or config error; 3 refused here (loop guard, require_whonix_gateway);
   4 qrexec-client-vm missing or ended abnormally; 64-79 dom0's code and
-  125-127 qrexec's code, passed through (see DESIGN.md); 129/130/143 interrupted.
+  125-127 qrexec's code, passed through (listed in --help); 129/130/143 interrupted.
 
 Only argparse and the contract are imported at start, so `--help` stays fast;
 everything else is imported when a file is actually opened.

@@ -51,6 +51,30 @@ def dialog_program(env: Mapping[str, str] | None = None) -> str | None:
     return None
 
 
+def why_cannot_ask(env: Mapping[str, str] | None = None) -> str | None:
+    """Why no dialog can be shown here, in words; None if one can."""
+    env = os.environ if env is None else env
+    if not (env.get("DISPLAY") or env.get("WAYLAND_DISPLAY")):
+        return "there is no display to show a dialog on (DISPLAY and WAYLAND_DISPLAY are unset)"
+    if dialog_program(env) is None:
+        return "no dialog program is installed (zenity or kdialog)"
+    return None
+
+
+def yes_no(question: str, program: str | None = None) -> bool:
+    """Ask a plain-text yes/no question; False for No, Esc, or no dialog.
+    Nothing of the dialog program reaches our stderr (a terminal)."""
+    if why_cannot_ask() is not None:
+        return False
+    program = program or dialog_program()
+    if program == "zenity":
+        return _run(["zenity", "--question", f"--title={TITLE}", "--no-markup",
+                     "--width=480", f"--text={question}"])[0] == 0
+    if program == "kdialog":
+        return _run(["kdialog", "--title", TITLE, "--yesno", html.escape(question)])[0] == 0
+    return False
+
+
 def _run(argv: list[str]) -> tuple[int, str]:
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-from whonix_open.contract import Exit
+from whonix_open.contract import SUMMARY, Exit
 
 
 class CliExit(enum.IntEnum):
@@ -25,6 +25,12 @@ class CliExit(enum.IntEnum):
 
 DOM0_CODES = frozenset(int(code) for code in Exit if code != Exit.OK)
 
+def _dom0_lines() -> str:
+    """One line per dom0 and qrexec code, from the contract's own words."""
+    return "\n".join(f"  {int(code):<8} {SUMMARY.get(code, 'see the message')}"
+                     for code in Exit if code != Exit.OK)
+
+
 EPILOG = """\
 exit status:
   0        every file was opened and closed; edits (if any) were saved
@@ -35,16 +41,11 @@ exit status:
   3        refused here: loop guard (inside a qubes.OpenInVM session) or
            require_whonix_gateway
   4        qrexec-client-vm is missing or ended abnormally
-  64-75    dom0 refused or failed (see DESIGN.md; passed through unchanged)
-  76, 77   dom0 refused a link in an offline profile (76), an app it does
-           not allow (77)
-  79       dom0 refused: this qube has no network (netvm none) and the
-           profile has one; use --offline for files, or the administrator
-           opts this qube in (dom0: qvm-features QUBE whonix-open-allow-network 1)
-  125-127  qrexec failed (125), the policy denied the call (126), the service
-           is not installed in dom0 (127)
   129/130/143  interrupted (SIGHUP/SIGINT/SIGTERM); the original files are
            untouched (an edit saved just before is reported as saved)
+dom0's codes (64 and up) and qrexec's (125-127) are passed through unchanged;
+whonix-open says in words what each one means when it happens:
+""" + _dom0_lines() + """
 With several files, the status is that of the first file (in argument order)
 that failed."""
 

@@ -12,7 +12,6 @@ services, ask; when nobody can be asked, refuse.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 SPAWNING_SERVICES = ("qubes.OpenInVM", "qubes.OpenURL")
@@ -33,8 +32,8 @@ def spawning_service(environ: dict[str, str] | None = None) -> str | None:
 
 
 def confirm(question: str) -> bool:
-    """Ask the user (terminal, else zenity/kdialog); False if nobody can be
-    asked. The seam tests replace."""
+    """Ask the user (terminal, else a zenity/kdialog dialog); False if nobody
+    can be asked. The seam tests replace."""
     if sys.stdin is not None and sys.stdin.isatty() and sys.stderr.isatty():
         print(f"whonix-open: {question} [y/N] ", end="", file=sys.stderr, flush=True)
         try:
@@ -42,20 +41,6 @@ def confirm(question: str) -> bool:
         except (OSError, KeyboardInterrupt):
             return False
         return answer.strip().lower() in ("y", "yes")
-    for argv in (
-        ["zenity", "--question", "--title=whonix-open", f"--text={question}"],
-        ["kdialog", "--title", "whonix-open", "--yesno", question],
-    ):
-        import shutil  # only when asking: `whonix-open URL` starts faster
+    from whonix_open.vm import dialogs  # only when asking: `whonix-open URL` starts faster
 
-        program = shutil.which(argv[0])
-        if program is None:
-            continue
-        try:
-            done = subprocess.run(
-                [program, *argv[1:]], stdin=subprocess.DEVNULL, check=False
-            )
-        except OSError:
-            continue
-        return done.returncode == 0
-    return False
+    return dialogs.yes_no(question)

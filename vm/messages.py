@@ -10,9 +10,13 @@ from whonix_open.contract import Exit
 # {profile} is "the profile 'NAME'", or "the default profile" when none was named.
 MESSAGES: dict[Exit, str] = {
     Exit.OK: "opened in a disposable and closed.",
+    # dom0 answers only a code: 64 is also an unknown caller or a malformed
+    # argument, so the profile is named as a possibility, never as the cause.
     Exit.BAD_REQUEST: (
-        "dom0 refused the request: {profile} is unknown or malformed. "
-        "Check `whonix-open --status` for the profiles dom0 offers."
+        "dom0 refused the request as malformed (code 64): {profile} may be unknown "
+        "there, or dom0 did not accept the call for another reason; its log names "
+        "it (journalctl -t whonix-open). `whonix-open --status` lists the profiles "
+        "dom0 offers."
     ),
     Exit.MISCONFIGURED: (
         "{profile} is misconfigured in dom0 (its disposable template or "

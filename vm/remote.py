@@ -9,6 +9,7 @@ this imports only what it needs, and the file machinery (vm/run.py) not at all.
 from __future__ import annotations
 
 import argparse  # cheap: the CLI has imported it already
+import contextlib
 import os
 import signal
 import subprocess
@@ -40,16 +41,18 @@ def _raise_stop(signum: int, _frame: object) -> None:
     raise _Stop(signum)
 
 
+class ClientError(Exception):
+    """qrexec-client-vm is missing or cannot be started: nothing was sent."""
+
+
 def call_each(service: str, lines: list[bytes]) -> tuple[list[int], int | None]:
-    """Send each line to its own call of *service*; (codes in order, the
-    signal number if interrupted). Codes follow the CLI's rules: 0, dom0's
-    and qrexec's codes as they are, 4 for anything else."""
+    """Send each line to its own call of *service*; (qrexec-client-vm's exit
+    codes in order, negative for a signal; the signal number if we were
+    interrupted). ClientError if qrexec-client-vm cannot be run at all."""
     program = _client()
     if program is None:
-        print(f"whonix-open: {QREXEC_CLIENT} not found on PATH or at "
-              f"{QREXEC_CLIENT_FALLBACK}: this does not look like a Qubes qube",
-              file=sys.stderr)
-        return [TRANSPORT] * len(lines), None
+        raise ClientError(f"{QREXEC_CLIENT} not found on PATH or at "
+                          f"{QREXEC_CLIENT_FALLBACK}: this does not look like a Qubes qube")
     previous = {s: signal.signal(s, _raise_stop)
                 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     procs: list[subprocess.Popen[bytes]] = []
@@ -58,14 +61,14 @@ def call_each(service: str, lines: list[bytes]) -> tuple[list[int], int | None]:
         for line in lines:
             # stdout: a pipe we hold (dom0 sends nothing back): when this
             # process goes, its end closes and dom0 sees the caller gone.
+            # Unbuffered stdin: if qrexec-client-vm has already ended (dom0
+            # refused at once), the write fails here, and nothing is left
+            # in a buffer to fail again at close: its exit code tells why.
             proc = subprocess.Popen([program, "dom0", service], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE)
+                                    stdout=subprocess.PIPE, bufsize=0)
             procs.append(proc)
-            try:
+            with contextlib.suppress(BrokenPipeError):
                 proc.stdin.write(line)  # one small line: fits any pipe buffer
-                proc.stdin.flush()
-            except BrokenPipeError:
-                pass
             # Links: EOF after the line. Apps: keep it open; closing it is
             # not needed (dom0 watches our end of its stdout instead).
             if line.endswith(b"\n") and len(line) > 1:
@@ -80,11 +83,10 @@ def call_each(service: str, lines: list[bytes]) -> tuple[list[int], int | None]:
         for proc in procs:
             proc.wait()
     except OSError as e:
-        print(f"whonix-open: cannot start {program}: {e.strerror}", file=sys.stderr)
         for proc in procs:
             proc.kill()
             proc.wait()
-        return [TRANSPORT] * len(lines), None
+        raise ClientError(f"cannot start {program}: {e.strerror}") from None
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -92,9 +94,7 @@ def call_each(service: str, lines: list[bytes]) -> tuple[list[int], int | None]:
             for pipe in (proc.stdin, proc.stdout):
                 if pipe and not pipe.closed:
                     pipe.close()
-    codes = [p.returncode if p.returncode == 0 or p.returncode in _DOM0_CODES
-             else TRANSPORT for p in procs]
-    return codes, stopped
+    return [p.returncode for p in procs], stopped
 
 
 # The shared messages (vm/messages.py) speak of files; said of a link or app:
@@ -165,7 +165,11 @@ def run(ns: argparse.Namespace) -> int:
     else:
         labels, service = list(ns.links), f"{SERVICE_URL}+{profile}"
         lines = [link.encode("ascii") + b"\n" for link in ns.links]
-    codes, stopped = call_each(service, lines)
+    try:
+        codes, stopped = call_each(service, lines)
+    except ClientError as exc:  # nothing was sent: one message, not one per link
+        _report(ns, [f"{exc}. Nothing was opened."], [])
+        return TRANSPORT
     if stopped is not None:
         print("whonix-open: interrupted; dom0 closes the disposable", file=sys.stderr)
         return 128 + stopped
@@ -174,9 +178,8 @@ def run(ns: argparse.Namespace) -> int:
     for label, code in zip(labels, codes, strict=True):
         if code == 0:
             successes.append(f"{label}: opened in a disposable ({profile}) and closed")
-        elif code == TRANSPORT:
-            failures.append(f"{label}: qrexec-client-vm ended abnormally")
         else:
             failures.append(f"{label}: {_describe(code, profile)}")
     _report(ns, failures, successes)
-    return next((c for c in codes if c != 0), 0)
+    # The CLI's rules: 0, dom0's and qrexec's codes as they are, 4 for the rest.
+    return next((c if c in _DOM0_CODES else TRANSPORT for c in codes if c != 0), 0)

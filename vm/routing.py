@@ -51,7 +51,9 @@ class Routing:
         nothing this qube does leaves it."""
         return self.behind_whonix_gateway is True or self.has_network is False
 
-    def warnings(self) -> list[str]:
+    def warnings(self, files: int = 0) -> list[str]:
+        """What to warn about, said of the *files* about to be opened (0:
+        of this qube alone, as `--status` shows it)."""
         out = []
         if self.why_unverified:
             out.append(
@@ -59,16 +61,25 @@ class Routing:
                 "the facts below are this qube's own and UNVERIFIED."
             )
         if not self.behind_gateway_for_sure():
+            such = {0: "", 1: ", such as the download that brought this file,"}.get(
+                files, ", such as the downloads that brought these files,")
             if self.behind_whonix_gateway is None and self.has_network is None:
-                what = "could not determine whether this qube is behind a Whonix-Gateway"
+                what = ("could not determine whether this qube is behind a Whonix-Gateway: "
+                        f"its own traffic{such} may not be Tor-routed.")
             else:
                 via = f" (its netvm is {self.netvm})" if self.netvm else ""
-                what = f"this qube is NOT behind a Whonix-Gateway{via}"
-            out.append(
-                f"{what}: its own traffic, such as the download that brought this "
-                "file, is not Tor-routed. The disposable the file opens in is still "
-                "Tor-routed (or offline), because dom0 enforces that."
-            )
+                what = (f"this qube is NOT behind a Whonix-Gateway{via}: its own "
+                        f"traffic{such} is not Tor-routed.")
+            if files == 0:
+                disposable = ("whonix-open opens files and links only in a disposable whose "
+                              "network dom0 enforces (Tor, or offline).")
+            elif files == 1:
+                disposable = ("The disposable the file opens in is still Tor-routed (or "
+                              "offline), because dom0 enforces that.")
+            else:
+                disposable = ("The disposables the files open in are still Tor-routed (or "
+                              "offline), because dom0 enforces that.")
+            out.append(f"{what} {disposable}")
         if self.is_disposable_template:
             hedge = "" if self.verified else " (judged by its name, unverified)"
             out.append(

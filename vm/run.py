@@ -72,7 +72,7 @@ def run(ns: argparse.Namespace) -> int:
         _report_leftovers(leftovers.scan_for_file(target.path), reporter)
 
     status = routing.routing_status()
-    for text in status.warnings():
+    for text in status.warnings(files=len(targets)):
         reporter.warning(text)
     if cfg.require_whonix_gateway and not status.behind_gateway_for_sure():
         for _, target in targets:
@@ -125,11 +125,17 @@ def _recover(paths: list[str], reporter: Reporter) -> int:
     for path in paths or ["."]:
         if os.path.isdir(path):
             found += leftovers.scan(path)
-        elif os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            found += leftovers.scan_for_file(os.path.realpath(path))
-        else:
-            reporter.error(f"{path}: no such file or directory.")
+            continue
+        # A file that is gone may still have leftovers beside where it was;
+        # a name that is nowhere (or a directory that is not one) is an error.
+        here: list[leftovers.Found] = []
+        if not path.endswith(os.sep) and os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            here = leftovers.scan_for_file(os.path.realpath(path))
+        if not here and not os.path.lexists(path):
+            what = "directory" if path.endswith(os.sep) else "file or directory"
+            reporter.error(f"{path}: no such {what}.")
             ok = False
+        found += here
     recovery = leftovers.existing_recovery_dir()
     if recovery:
         found += leftovers.scan(recovery)

@@ -75,4 +75,4 @@ def main(args: Sequence[str] | None = None, app: Any = None,
             print(report(found, opts.quiet))
         return code
 
-    return common.run(body, app, env)
+    return common.run(body, app, env, "check" if opts.json else None)

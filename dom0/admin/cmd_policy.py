@@ -73,8 +73,7 @@ def main(args: Sequence[str] | None = None, app: Any = None,
     def body(source: Source, env: Mapping[str, str]) -> int:
         ctx = Context.load(source, env, common.run_dir(opts, env), opts.policy_dirs)
         if opts.qube not in ctx.inventory:
-            common.error(f"no qube named {opts.qube!r}")
-            return common.EXIT_USAGE
+            raise common.Failure(common.EXIT_USAGE, f"no qube named {opts.qube!r}")
         try:
             dirs = list(opts.policy_dirs) if opts.policy_dirs else policy.default_dirs()
             loaded = policy.load(dirs)
@@ -82,11 +81,10 @@ def main(args: Sequence[str] | None = None, app: Any = None,
             decisions = [policy.decide(loaded, info, s, a, opts.qube, t)
                          for s, a, t in _calls(ctx, opts.call, opts.target)]
         except policy.PolicyUnavailable as e:
-            common.error(str(e))
-            return common.EXIT_UNREACHABLE
+            raise common.Failure(common.EXIT_UNREACHABLE, str(e)) from None
         except Exception as e:  # noqa: BLE001 - qrexec.exc.RequestError etc.: bad input
-            common.error(f"cannot evaluate {opts.call or 'the calls'}: {e}")
-            return common.EXIT_USAGE
+            raise common.Failure(common.EXIT_USAGE,
+                                 f"cannot evaluate {opts.call or 'the calls'}: {e}") from None
         refused = [_broker(ctx, d) for d in decisions]
         if opts.json:
             common.emit_json({"version": SCHEMA_VERSION, "command": "policy explain",
@@ -102,4 +100,4 @@ def main(args: Sequence[str] | None = None, app: Any = None,
             print(f"    {where}")
         return common.EXIT_OK
 
-    return common.run(body, app, env)
+    return common.run(body, app, env, "policy explain" if opts.json else None)

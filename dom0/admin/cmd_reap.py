@@ -54,4 +54,4 @@ def main(args: Sequence[str] | None = None, app: Any = None,
                 print(f"{a.qube}: {a.result} (session {a.session})")
         return code
 
-    return common.run(body, app, env)
+    return common.run(body, app, env, "reap" if opts.json else None)

@@ -96,4 +96,4 @@ def main(args: Sequence[str] | None = None, app: Any = None,
             print(table(data))
         return common.EXIT_OK
 
-    return common.run(body, app, env)
+    return common.run(body, app, env, "status" if opts.json else None)

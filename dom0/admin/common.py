@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from whonix_open.dom0 import sessions
+from whonix_open.dom0.admin.findings import SCHEMA_VERSION
 from whonix_open.dom0.admin.inventory import Source, connect
 from whonix_open.dom0.backend import BackendError
 
@@ -57,21 +58,38 @@ def error(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr)
 
 
+class Failure(Exception):
+    """A subcommand cannot do its job: *message* and exit *code* (run() says it)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 def run(body: Callable[[Source, Mapping[str, str]], int], app: Any,
-        env: Mapping[str, str] | None) -> int:
-    """Connect (or take the injected app) and run *body*; qubesd failures
-    become one line on stderr and exit 3."""
+        env: Mapping[str, str] | None, json_command: str | None = None) -> int:
+    """Connect (or take the injected app) and run *body*. qubesd failures
+    (exit 3) and a Failure become one line on stderr and, when *json_command*
+    names the command whose --json was asked for, a JSON document on stdout:
+    {"version", "command", "error", "exit"}."""
     env = os.environ if env is None else env
     try:
         try:
             source = connect(env, app)
         except ImportError as e:
-            error(f"qubesadmin is not installed (python3-qubesadmin): {e}")
-            return EXIT_UNREACHABLE
+            raise Failure(EXIT_UNREACHABLE,
+                          f"qubesadmin is not installed (python3-qubesadmin): {e}") from None
         return body(source, env)
     except BackendError as e:
-        error(f"cannot read the system from qubesd: {e}")
-        return EXIT_UNREACHABLE
+        failure = Failure(EXIT_UNREACHABLE, f"cannot read the system from qubesd: {e}")
+    except Failure as e:
+        failure = e
+    error(failure.message)
+    if json_command:
+        emit_json({"version": SCHEMA_VERSION, "command": json_command,
+                   "error": failure.message, "exit": failure.code})
+    return failure.code
 
 
 def parse(p: argparse.ArgumentParser, args: Sequence[str] | None) -> argparse.Namespace:

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from whonix_open import __version__
 from whonix_open.dom0.admin import cmd_check, cmd_policy, cmd_reap, cmd_status, common
 
 COMMANDS = {
@@ -26,7 +27,8 @@ up after dead sessions, and see what the qrexec policy allows.
 commands:
 """ + "\n".join(f"  {name:<8} {text}" for name, (_, text) in COMMANDS.items()) + f"""
 
-'{common.PROG} COMMAND --help' describes each command. Most take --json.
+'{common.PROG} COMMAND --help' describes each command. Most take --json;
+'{common.PROG} --version' prints the version.
 The system is read through qubesadmin (python3-qubesadmin); the policy with
 qrexec's own parser (python3-qrexec)."""
 
@@ -37,6 +39,9 @@ def main(args: Sequence[str] | None = None, app: Any = None,
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE)
         return common.EXIT_OK if args else common.EXIT_USAGE
+    if args[0] == "--version":
+        print(f"{common.PROG} {__version__}")
+        return common.EXIT_OK
     command = COMMANDS.get(args[0])
     if command is None:
         common.error(f"unknown command {args[0]!r}; see '{common.PROG} --help'")

@@ -159,7 +159,7 @@ def test_check_and_broker_agree(make_admin, scenario, broker_exit):
 def test_qubesd_unreachable_is_a_sentence_and_exit_3(admin):
     admin.sim.set_fault("qubesd_unreachable", True)
     out = admin.check()
-    assert out.code == 3 and out.out == ""
+    assert out.code == 3 and out.json()["exit"] == 3  # --json: the error as JSON too
     assert out.err.startswith("whonix-open-admin: cannot read the system from qubesd")
 
 

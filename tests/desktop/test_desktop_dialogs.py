@@ -22,7 +22,6 @@ pytestmark = pytest.mark.gui
 
 BIN = Path(sys.executable).parent  # whonix-open-link / whonix-open-choose (make venv)
 URL = "https://example.org/a?q=<b>bold</b>&x=1"
-DOC = "/home/user/Downloads/report.pdf"
 # The keys that pick row k (0-based), then Next/OK.
 PICK = {k: ["Home", *["Down"] * k, "Return"] for k in range(len(CHOICES))}
 # The "remember?" question: the default button is "Just this time".
@@ -40,6 +39,10 @@ def gui(request, tmp_path: Path):
         g.env["PATH"] = f"{g.standin.bin}:{BIN}:/usr/bin:/bin"
         g.env["XDG_CURRENT_DESKTOP"] = "KDE" if program == "kdialog" else "XFCE"
         g.program = program
+        doc = g.home / "Downloads" / "report.pdf"  # the chooser checks it exists first
+        doc.parent.mkdir(parents=True, exist_ok=True)
+        doc.write_bytes(b"%PDF-1.7\n")
+        g.doc = str(doc)
         yield g
 
 
@@ -117,23 +120,23 @@ def test_escape_at_the_confirmation_sends_nothing(gui):
 @pytest.mark.parametrize("row", range(len(CHOICES)), ids=[c[0] for c in CHOICES])
 def test_each_choice_reaches_whonix_open(gui, row):
     _tag, _label, profile, view_only = CHOICES[row]
-    proc = drive(gui, choose(gui, "--", DOC), [PICK[row], JUST_ONCE], f"choose-{_tag}")
+    proc = drive(gui, choose(gui, "--", gui.doc), [PICK[row], JUST_ONCE], f"choose-{_tag}")
     assert proc.returncode == 0, proc.stderr
     mode = "--view-only" if view_only else "--edit"
-    assert gui.standin.wait_calls(1) == [[mode, "--profile", profile, "--", DOC]]
+    assert gui.standin.wait_calls(1) == [[mode, "--profile", profile, "--", gui.doc]]
     assert not (gui.home / ".config/whonix-open/chooser.json").exists()
 
 
 def test_a_remembered_choice_is_used_without_asking(gui):
-    proc = drive(gui, choose(gui, "--", DOC), [PICK[3], REMEMBER[gui.program]],
+    proc = drive(gui, choose(gui, "--", gui.doc), [PICK[3], REMEMBER[gui.program]],
                  "choose-remember")
     assert proc.returncode == 0, proc.stderr
     saved = json.loads((gui.home / ".config/whonix-open/chooser.json").read_text())
     assert saved == {"profile": "offline", "view_only": False}
-    again = subprocess.run(choose(gui, "--", DOC), env=gui.env, capture_output=True,
+    again = subprocess.run(choose(gui, "--", gui.doc), env=gui.env, capture_output=True,
                            text=True, timeout=60, check=False)
     assert again.returncode == 0, again.stderr
-    assert gui.standin.wait_calls(2) == [["--edit", "--profile", "offline", "--", DOC]] * 2
+    assert gui.standin.wait_calls(2) == [["--edit", "--profile", "offline", "--", gui.doc]] * 2
     assert subprocess.run(choose(gui, "--forget"), env=gui.env, check=False,
                           timeout=60).returncode == 0
     assert not (gui.home / ".config/whonix-open/chooser.json").exists()
@@ -142,7 +145,7 @@ def test_a_remembered_choice_is_used_without_asking(gui):
 @pytest.mark.parametrize("at", [1, 2])
 def test_escape_in_the_chooser_sends_nothing(gui, at):
     steps = [["Escape"]] if at == 1 else [PICK[1], ["Escape"]]
-    proc = drive(gui, choose(gui, "--", DOC), steps, f"choose-esc-{at}")
+    proc = drive(gui, choose(gui, "--", gui.doc), steps, f"choose-esc-{at}")
     assert proc.returncode == 1
     assert gui.standin.calls() == []
     assert not (gui.home / ".config/whonix-open/chooser.json").exists()

@@ -114,3 +114,41 @@ def test_reap_timer_is_enabled_at_install_and_disabled_at_removal(rpm: Path):
     scripts = query(rpm, "--scripts")
     assert "systemctl --no-reload preset whonix-open-reap.timer" in scripts
     assert "systemctl --no-reload disable --now whonix-open-reap.timer" in scripts
+
+
+def _run_scriptlet(rpm: Path, tmp_path: Path, which: str, arg: int) -> list[str]:
+    """Run the RPM's %post/%preun/%postun with rpm's argument ($1: 1 = first
+    install, 2 = upgrade, 0 = removal) against a recording systemctl and
+    systemd-tmpfiles; the commands they ran."""
+    body = query(rpm, "--qf", f"%{{{which}}}")
+    prog = query(rpm, "--qf", f"%{{{which}PROG}}")
+    assert prog in ("/bin/sh", "(none)"), prog
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    log = tmp_path / f"{which}-{arg}.log"
+    for name in ("systemctl", "systemd-tmpfiles"):
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n')
+        (bin_dir / name).chmod(0o755)
+    done = subprocess.run(["/bin/sh", "-s", str(arg)], input=body, text=True,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, capture_output=True,
+                          check=False)
+    assert (done.returncode, done.stderr) == (0, ""), which
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_reap_units_on_install_upgrade_and_removal(rpm: Path, tmp_path: Path):
+    """As %systemd_post / %systemd_preun / %systemd_postun_with_restart do:
+    an upgrade reloads the units and restarts a running timer (issue 19)."""
+    tmpfiles = "systemd-tmpfiles --create /usr/lib/tmpfiles.d/whonix-open.conf"
+    assert _run_scriptlet(rpm, tmp_path, "POSTIN", 1) == [
+        tmpfiles, "systemctl --no-reload preset whonix-open-reap.timer",
+        "systemctl start whonix-open-reap.timer"]
+    assert _run_scriptlet(rpm, tmp_path, "POSTIN", 2) == [tmpfiles]
+    # upgrade: the old package's %preun and %postun run with 1
+    assert _run_scriptlet(rpm, tmp_path, "PREUN", 1) == []
+    assert _run_scriptlet(rpm, tmp_path, "POSTUN", 1) == [
+        "systemctl daemon-reload", "systemctl try-restart whonix-open-reap.timer"]
+    # removal
+    assert _run_scriptlet(rpm, tmp_path, "PREUN", 0) == [
+        "systemctl --no-reload disable --now whonix-open-reap.timer whonix-open-reap.service"]
+    assert _run_scriptlet(rpm, tmp_path, "POSTUN", 0) == ["systemctl daemon-reload"]

@@ -37,9 +37,11 @@ def test_the_desktops_own_toolkit_first(tmp_path, desktop, have, want):
 
 def test_without_a_dialog_program_nothing_is_sent(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", _bin(tmp_path))  # empty: no zenity, no kdialog
+    monkeypatch.setenv("DISPLAY", ":99")  # a display, so it is the program that is missing
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    (tmp_path / "a.pdf").write_bytes(b"%PDF")
     ran = []
     monkeypatch.setattr(os, "execvp", lambda *a: ran.append(a))
     assert handlers.link_main(["--confirm", "--", "https://example.org/"]) == 1
-    assert handlers.choose_main(["--", "/tmp/a.pdf"]) == 1
+    assert handlers.choose_main(["--", str(tmp_path / "a.pdf")]) == 1
     assert ran == []

@@ -52,3 +52,11 @@ def test_every_message_is_whole_sentences():
     codes = [int(c) for c in Exit] + [1, 255, 9, -9, -15]
     for code in codes:
         assert describe(code, "tor").endswith("."), code
+
+
+def test_every_contract_code_has_a_summary():
+    """The few words --help and whonix-open-app show (contract.SUMMARY)."""
+    from whonix_open.contract import SUMMARY
+
+    assert set(SUMMARY) == set(Exit)
+    assert all(text and not text.endswith(".") for text in SUMMARY.values())
