@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from tests.dom0.test_open_service import audit_line
-from whonix_open.contract import SERVICE_VIEW, Exit
+from whonix_open.contract import Exit
 
 
 def test_open_tor_edits_come_back_and_disposable_is_gone(broker, real_qubesd):

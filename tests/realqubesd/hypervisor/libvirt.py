@@ -50,7 +50,7 @@ VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE = 1
 MEMORY_KIB = 400 * 1024
 
 
-class libvirtError(Exception):  # noqa: N801 - libvirt's own name
+class libvirtError(Exception):
     def __init__(self, msg: str, code: int = VIR_ERR_INTERNAL_ERROR) -> None:
         super().__init__(msg)
         self._code = code
@@ -65,12 +65,12 @@ class libvirtError(Exception):  # noqa: N801 - libvirt's own name
 _handler = None
 
 
-def registerErrorHandler(f, ctx) -> None:  # noqa: N802
+def registerErrorHandler(f, ctx) -> None:
     global _handler
     _handler = (f, ctx)
 
 
-class virDomain:  # noqa: N801
+class virDomain:
     def __init__(self, conn: virConnect, name: str, uuid: uuidlib.UUID) -> None:
         self._conn, self._name, self._uuid = conn, name, uuid
         self.state_code = VIR_DOMAIN_SHUTOFF
@@ -81,24 +81,24 @@ class virDomain:  # noqa: N801
     def name(self) -> str:
         return self._name
 
-    def UUID(self) -> bytes:  # noqa: N802
+    def UUID(self) -> bytes:
         return self._uuid.bytes
 
-    def UUIDString(self) -> str:  # noqa: N802
+    def UUIDString(self) -> str:
         return str(self._uuid)
 
-    def ID(self) -> int:  # noqa: N802
+    def ID(self) -> int:
         return self.id
 
     def connect(self) -> virConnect:
         return self._conn
 
-    def XMLDesc(self, flags: int = 0) -> str:  # noqa: N802
+    def XMLDesc(self, flags: int = 0) -> str:
         return self._conn.xml.get(
             self._name, f"<domain><name>{self._name}</name><devices/></domain>")
 
     # state
-    def isActive(self) -> int:  # noqa: N802
+    def isActive(self) -> int:
         return int(self.id >= 0)
 
     def state(self, flags: int = 0) -> list[int]:
@@ -109,10 +109,10 @@ class virDomain:  # noqa: N801
         return [self.state_code, MEMORY_KIB, MEMORY_KIB if active else 0, 2,
                 10**9 if active else 0]
 
-    def maxMemory(self) -> int:  # noqa: N802
+    def maxMemory(self) -> int:
         return MEMORY_KIB
 
-    def memoryStats(self) -> dict[str, int]:  # noqa: N802
+    def memoryStats(self) -> dict[str, int]:
         return {"actual": MEMORY_KIB if self.id >= 0 else 0}
 
     def _require_active(self) -> None:
@@ -121,7 +121,7 @@ class virDomain:  # noqa: N801
                                f" ({self._name})", VIR_ERR_OPERATION_INVALID)
 
     # lifecycle
-    def createWithFlags(self, flags: int = 0) -> int:  # noqa: N802
+    def createWithFlags(self, flags: int = 0) -> int:
         if self.id >= 0:
             raise libvirtError("domain is already running", VIR_ERR_OPERATION_INVALID)
         self.id = self._conn.next_id()
@@ -145,10 +145,10 @@ class virDomain:  # noqa: N801
         self._conn.changed(self, VIR_DOMAIN_EVENT_SUSPENDED)
         return 0
 
-    def pMSuspendForDuration(self, target: int, duration: int, flags: int) -> int:  # noqa: N802
+    def pMSuspendForDuration(self, target: int, duration: int, flags: int) -> int:
         raise libvirtError("not supported", VIR_ERR_OPERATION_UNSUPPORTED)
 
-    def pMWakeup(self, flags: int = 0) -> int:  # noqa: N802
+    def pMWakeup(self, flags: int = 0) -> int:
         return self.resume()
 
     def destroy(self) -> int:
@@ -168,16 +168,16 @@ class virDomain:  # noqa: N801
         self._conn.forget(self)
         return 0
 
-    def attachDevice(self, xml: str) -> int:  # noqa: N802
+    def attachDevice(self, xml: str) -> int:
         self._require_active()
         return 0
 
-    def detachDevice(self, xml: str) -> int:  # noqa: N802
+    def detachDevice(self, xml: str) -> int:
         self._require_active()
         return 0
 
 
-class virConnect:  # noqa: N801
+class virConnect:
     """One hypervisor; its state dir is the path of the URI (`fake:///DIR`)."""
 
     def __init__(self, uri: str) -> None:
@@ -242,28 +242,28 @@ class virConnect:  # noqa: N801
         os.replace(path + ".tmp", path)
 
     # connection
-    def getType(self) -> str:  # noqa: N802
+    def getType(self) -> str:
         return "Fake"  # not "Xen": qubesd then uses no xenstore, no xl
 
-    def getURI(self) -> str:  # noqa: N802
+    def getURI(self) -> str:
         return self._uri
 
-    def getHostname(self) -> str:  # noqa: N802
+    def getHostname(self) -> str:
         return "dom0"
 
-    def isAlive(self) -> int:  # noqa: N802
+    def isAlive(self) -> int:
         return int(self._alive)
 
     def close(self) -> int:
         return 0
 
-    def getInfo(self) -> list:  # noqa: N802
+    def getInfo(self) -> list:
         return ["x86_64", 24 * 1024, 2, 2000, 1, 1, 2, 1]
 
-    def getCPUStats(self, cpu: int, flags: int = 0) -> dict:  # noqa: N802
+    def getCPUStats(self, cpu: int, flags: int = 0) -> dict:
         return {"kernel": 0, "user": 0, "idle": 0, "iowait": 0}
 
-    def defineXML(self, xml: str) -> virDomain:  # noqa: N802
+    def defineXML(self, xml: str) -> virDomain:
         name = re.search(r"<name>([^<]+)</name>", xml)
         uuid = re.search(r"<uuid>([^<]+)</uuid>", xml)
         if not name or not uuid:
@@ -275,50 +275,50 @@ class virConnect:  # noqa: N801
         self._write()
         return dom
 
-    def lookupByUUID(self, uuid: bytes) -> virDomain:  # noqa: N802
+    def lookupByUUID(self, uuid: bytes) -> virDomain:
         for dom in self.domains.values():
             if dom.UUID() == uuid:
                 return dom
         raise libvirtError("Domain not found", VIR_ERR_NO_DOMAIN)
 
-    def lookupByName(self, name: str) -> virDomain:  # noqa: N802
+    def lookupByName(self, name: str) -> virDomain:
         if name in self.domains:
             return self.domains[name]
         raise libvirtError("Domain not found", VIR_ERR_NO_DOMAIN)
 
-    def lookupByID(self, id_: int) -> virDomain:  # noqa: N802
+    def lookupByID(self, id_: int) -> virDomain:
         for dom in self.domains.values():
             if dom.id == id_ >= 0:
                 return dom
         raise libvirtError("Domain not found", VIR_ERR_NO_DOMAIN)
 
-    def listAllDomains(self, flags: int = 0) -> list[virDomain]:  # noqa: N802
+    def listAllDomains(self, flags: int = 0) -> list[virDomain]:
         return list(self.domains.values())
 
-    def getAllDomainStats(self, stats: int = 0, flags: int = 0) -> list:  # noqa: N802
+    def getAllDomainStats(self, stats: int = 0, flags: int = 0) -> list:
         return [(d, {"balloon.current": MEMORY_KIB}) for d in self.domains.values()
                 if d.id >= 0]
 
-    def nodeDeviceLookupByName(self, name: str):  # noqa: N802
+    def nodeDeviceLookupByName(self, name: str):
         raise libvirtError("no node device", VIR_ERR_NO_NODE_DEVICE)
 
-    def listAllDevices(self, flags: int = 0) -> list:  # noqa: N802
+    def listAllDevices(self, flags: int = 0) -> list:
         return []
 
-    def domainEventRegisterAny(self, dom, event_id: int, cb, opaque) -> int:  # noqa: N802
+    def domainEventRegisterAny(self, dom, event_id: int, cb, opaque) -> int:
         key = len(self._callbacks) + 1
         if event_id == VIR_DOMAIN_EVENT_ID_LIFECYCLE:
             self._callbacks[key] = (cb, opaque)
         return key
 
-    def domainEventDeregisterAny(self, key: int) -> int:  # noqa: N802
+    def domainEventDeregisterAny(self, key: int) -> int:
         self._callbacks.pop(key, None)
         return 0
 
 
-def open(uri: str | None = None) -> virConnect:  # noqa: A001 - libvirt's own name
+def open(uri: str | None = None) -> virConnect:
     return virConnect(uri or "fake:///.")
 
 
-def openReadOnly(uri: str | None = None) -> virConnect:  # noqa: N802
+def openReadOnly(uri: str | None = None) -> virConnect:
     return open(uri)

@@ -8,6 +8,6 @@ import asyncio
 LOOP: asyncio.AbstractEventLoop | None = None
 
 
-def virEventRegisterAsyncIOImpl(loop: asyncio.AbstractEventLoop | None = None) -> None:  # noqa: N802
+def virEventRegisterAsyncIOImpl(loop: asyncio.AbstractEventLoop | None = None) -> None:
     global LOOP
     LOOP = loop or asyncio.get_event_loop()

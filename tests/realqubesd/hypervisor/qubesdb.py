@@ -5,6 +5,7 @@ in memory per qube; a watch never fires (nothing inside the qube writes)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 _DBS: dict[str, dict[str, bytes]] = {}
@@ -54,7 +55,5 @@ class QubesDB:
 
     def close(self) -> None:
         for fd in (self._r, self._w):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
