@@ -24,6 +24,7 @@ qrexec-daemon sockets there, at fixed paths). Starting takes ~1 s.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import grp
 import os
@@ -32,6 +33,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -46,6 +48,7 @@ MAIN = HERE / "qubesd_main.py"
 QREXEC_CLIENT = HERE / "bin" / "qrexec-client"
 START_TIMEOUT = 60.0
 DVM = "whonix-workstation-18-dvm"
+_STORES: dict[str, Path] = {}  # python -> a made store to copy
 
 
 class QubesdFailed(RuntimeError):
@@ -113,10 +116,7 @@ class RealQubesd:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.side.mkdir(exist_ok=True)
         SimState(self.side).initialise(empty_state({}, default_faults()))
-        made = subprocess.run([self.python, str(MAIN), "create", str(self.dir)],
-                              capture_output=True, text=True, env=self.env())
-        if made.returncode:
-            raise QubesdFailed(f"making qubes.xml failed:\n{made.stderr[-3000:]}")
+        self._make_store()
         serve = [self.python, str(MAIN), "serve", str(self.dir)]
         # A private /run/qubes per qubesd (see the module docstring).
         inner = ("mkdir -p /run/qubes && mount -t tmpfs -o mode=0775 whonix-open-qubesd "
@@ -139,6 +139,24 @@ class RealQubesd:
         for name in RUNNING if self._running is None else self._running:
             self.expect_ok("admin.vm.Start", name)
         return self
+
+    def _make_store(self) -> None:
+        """qubes.xml and the qubes' files, made once per process and release by
+        the real qubes.Qubes app (qubesd_main.py create), then copied (sparse)."""
+        made = _STORES.get(self.python)
+        if made is None:
+            made = Path(tempfile.mkdtemp(prefix="whonix-open-qubes-xml-"))
+            atexit.register(shutil.rmtree, made, True)
+            done = subprocess.run([self.python, str(MAIN), "create", str(made)],
+                                  capture_output=True, text=True, env=self.env())
+            if done.returncode:
+                raise QubesdFailed(f"making qubes.xml failed:\n{done.stderr[-3000:]}")
+            _STORES[self.python] = made
+        for entry in made.iterdir():
+            subprocess.run(["cp", "-a", "--sparse=always", str(entry), str(self.dir)],
+                           check=True)
+        xml = self.dir / "qubes.xml"  # the pools' dir_path names the directory
+        xml.write_text(xml.read_text().replace(str(made), str(self.dir)))
 
     def _answers(self) -> bool:
         try:

@@ -19,7 +19,10 @@ What is ours here, and why it is only the hypervisor boundary:
   detect a chroot) is not allowed in a container, and this qubesd is online.
 No qmemman: the memory balancer's client module is made unimportable, which
 is upstream's own "qmemman not installed" case (qubes.vm.qubesvm
-qmemman_present): qubes then start without memory balancing or xenstore.
+qmemman_present): qubes then start without memory balancing or xenstore. The
+DVM template has maxmem 0 (memory balancing off for it and its disposables, a
+setting of the qube's): R4.3 balloons a preload down through qmemman before
+pausing it otherwise (qubes/vm/dispvm.py on_domain_pre_paused).
 
 Scenario (mirrors sim/scenarios/default.toml): dom0; templates
 whonix-gateway-18 (whonix-gw), whonix-workstation-18 (whonix-ws), debian-13;
@@ -43,10 +46,13 @@ os.environ["PATH"] = f"{HERE / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"
 # (name, class, properties, features, tags) in creation order
 QUBES: list[tuple[str, str, dict, dict, list]] = [
     ("whonix-gateway-18", "TemplateVM", {},
-     {"whonix-gw": "1", "os-distribution": "whonix", "os-version": "18"}, ["whonix-updatevm"]),
+     {"qrexec": "1", "supported-rpc.qubes.WaitForRunningSystem": "1",
+     "whonix-gw": "1", "os-distribution": "whonix", "os-version": "18"}, ["whonix-updatevm"]),
     ("whonix-workstation-18", "TemplateVM", {},
-     {"whonix-ws": "1", "os-distribution": "whonix", "os-version": "18"}, ["whonix-updatevm"]),
-    ("debian-13", "TemplateVM", {}, {"os-distribution": "debian", "os-version": "13"}, []),
+     {"qrexec": "1", "supported-rpc.qubes.WaitForRunningSystem": "1",
+     "whonix-ws": "1", "os-distribution": "whonix", "os-version": "18"}, ["whonix-updatevm"]),
+    ("debian-13", "TemplateVM", {}, {"qrexec": "1", "supported-rpc.qubes.WaitForRunningSystem": "1",
+     "os-distribution": "debian", "os-version": "13"}, []),
     ("sys-net", "AppVM", {"template": "debian-13", "provides_network": True, "netvm": None},
      {}, []),
     ("sys-firewall", "AppVM", {"template": "debian-13", "provides_network": True,
@@ -55,7 +61,7 @@ QUBES: list[tuple[str, str, dict, dict, list]] = [
                              "netvm": "sys-firewall"}, {}, ["anon-gateway"]),
     ("whonix-workstation-18-dvm", "AppVM", {"template": "whonix-workstation-18",
                                             "template_for_dispvms": True,
-                                            "netvm": "sys-whonix"},
+                                            "netvm": "sys-whonix", "maxmem": 0},
      {"appmenus-dispvm": "1"}, ["anon-vm"]),
     ("anon-whonix", "AppVM", {"template": "whonix-workstation-18", "netvm": "sys-whonix",
                               "default_dispvm": "whonix-workstation-18-dvm"}, {}, ["anon-vm"]),
