@@ -31,7 +31,7 @@ def test_an_admin_api_refusal_is_a_backend_error(qubesd, sim):
     assert hasattr(qubesadmin.exc, "PermissionDenied") == (_release("qubesadmin") >= (4, 3))
     backend = QubesadminBackend(env={"WHONIX_OPEN_QUBESD_SOCKET": qubesd.socket_path})
     sim.set_fault("qubesd_refuses", ["admin.vm.CreateDisposable"])
-    with pytest.raises(BackendError, match="PermissionDenied|QubesException"):
+    with pytest.raises(BackendError, match=r"PermissionDenied|QubesException"):
         backend.create_disposable(DVM)
 
 
