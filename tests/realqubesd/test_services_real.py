@@ -171,7 +171,7 @@ def test_the_admin_tool_sees_and_reaps_through_the_real_qubesd(broker, real_qube
     proc.wait()
     env = {**os.environ, **broker.env(SERVICE_OPEN, "tor", "anon-whonix")}
     admin = [sys.executable, str(REPO / "packaging" / "whonix-open-admin")]
-    status = subprocess.run([*admin, "status", "--json"], env=env, capture_output=True,
+    status = subprocess.run([*admin, "status", "--all", "--json"], env=env, capture_output=True,
                             text=True, timeout=120)
     assert status.returncode == 0, status.stderr
     assert name in status.stdout
