@@ -62,7 +62,7 @@ def calls_per_open(tmp: Path) -> None:
                 calls = Counter(m for m, _, _ in proxy.calls)
             assert r.code == 0, r.err
             print(f"{label:26} {sum(calls.values()):3d} calls  {took * 1000:6.0f} ms   "
-                  + ", ".join(f"{m.removeprefix('admin.')}×{n}" for m, n in calls.items()))
+                  + ", ".join(f"{m.removeprefix('admin.')} x{n}" for m, n in calls.items()))
 
 
 def add_callers(q: RealQubesd) -> None:
