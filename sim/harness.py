@@ -45,7 +45,8 @@ class SimQubes:
         else:
             loaded = scenarios.load(scenario)
         sim = cls(directory)
-        sim.state.initialise(empty_state(loaded["qubes"], loaded["faults"], loaded["globals"]))
+        sim.state.initialise(empty_state(loaded["qubes"], loaded["faults"], loaded["globals"],
+                                         loaded["release"]))
         sim.settle()  # qubesd fills the preload queues when it starts
         return sim
 

@@ -71,6 +71,20 @@ class PermissionDenied(QubesdError):
     qubesd_class = "PermissionDenied"  # qrexec/admin policy said no (empty message)
 
 
+def r42(st: dict[str, Any]) -> bool:
+    """The model answers like R4.2's qubesd (scenario `release`)."""
+    return st.get("release") == "4.2"
+
+
+def dev_line(st: dict[str, Any]) -> bool:
+    """The model answers like upstream's development line (4.4)."""
+    return st.get("release") == "4.4"
+
+
+def disposable_word(st: dict[str, Any]) -> str:
+    return "DispVM" if r42(st) else "disposable"  # R4.2's messages say DispVM
+
+
 class Unreachable(QubesdError):
     """Not a qubesd reply: the sim's qubesd_unreachable fault (the socket
     server then refuses connections)."""
@@ -184,6 +198,8 @@ def _wire(kind: str, value: Any) -> str:
 def serialize(st: dict[str, Any], name: str, prop: str) -> str:
     is_default, value = prop_value(st, name, prop)
     kind = PROPERTIES[prop][0]
+    if prop == "xid" and r42(st):
+        kind = "str"  # R4.2's qubesd: xid is a plain (str) stateless property
     return f"default={is_default} type={kind} {_wire(kind, value)}"
 
 
@@ -335,8 +351,8 @@ def new_dispvm(st: dict[str, Any], dvm: str, name: str, dispid: int,
     preload-dispvm* and tags are copied."""
     tpl = st["qubes"][dvm]
     if not tpl.get("template_for_dispvms"):
-        raise ValueErr(f"template for disposable ({dvm}) needs to be an AppVM with "
-                       f"template_for_dispvms=True")
+        raise ValueErr(f"template for {disposable_word(st)} ({dvm}) needs to be an AppVM "
+                       f"with template_for_dispvms=True")
     q: dict[str, Any] = {"klass": "DispVM", "template": dvm, "dispid": dispid,
                          "auto_cleanup": auto_cleanup, "template_for_dispvms": False,
                          "features": {k: v for k, v in tpl["features"].items()

@@ -54,6 +54,7 @@ from whonix_open.sim.qubes_objects import (
     VMNotStarted,
     add_tags,
     boot,
+    dev_line,
     events_after,
     fire,
     get_qube,
@@ -64,6 +65,7 @@ from whonix_open.sim.qubes_objects import (
     new_dispvm,
     preload_list,
     prop_value,
+    r42,
     reset_stored,
     serialize,
     set_stored,
@@ -133,6 +135,8 @@ class Call:
 
 def _list_line(st: dict[str, Any], name: str) -> str:
     q = st["qubes"][name]
+    if r42(st):  # R4.2's qubesd lists no uuid
+        return f"{name} class={klass_of(q)} state={q['power_state']}\n"
     return (f"{name} class={klass_of(q)} state={q['power_state']} "
             f"uuid={prop_value(st, name, 'uuid')[1]}\n")
 
@@ -198,8 +202,13 @@ def property_set(st: dict[str, Any], c: Call) -> None:
             # net.on_property_pre_set_netvm: a paused qube's change is deferred
             q["features"]["deferred-netvm-original"] = prop_value(st, c.dest, "netvm")[1] or ""
         q["netvm_set_count"] = q.get("netvm_set_count", 0) + 1
-    # default_dispvm: qubesd takes any qube here (a disposable template is
-    # checked only when a disposable is made from it)
+    # default_dispvm: R4.2/R4.3's qubesd takes any qube here (a disposable
+    # template is checked only when a disposable is made from it); 4.4 refuses
+    if c.arg == "default_dispvm" and value is not None and dev_line(st) \
+            and not st["qubes"][value].get("template_for_dispvms"):
+        raise PropertyValueErr(f"Cannot set invalid property to qube {c.dest!r}, "
+                               f"default_dispvm {value!r} has template_for_dispvms set to "
+                               f"False")
     if c.arg == "default_dispvm" and st["faults"].get("default_dispvm_set_ignored"):
         return
     set_stored(st, c.dest, c.arg, value)
@@ -274,6 +283,8 @@ def tag_set(st: dict[str, Any], c: Call) -> None:
 
 def create_disposable(st: dict[str, Any], c: Call) -> str:
     if c.arg not in ("", "preload"):
+        if dev_line(st):  # 4.4: the argument is checked by a permission helper
+            raise PermissionDenied("Argument not in \"'', 'preload'\"")
         raise ProtocolError("Invalid argument")
     if c.payload not in (b"", b"uuid"):
         raise ProtocolError("Invalid payload, expected empty string or 'uuid'")
@@ -284,7 +295,9 @@ def create_disposable(st: dict[str, Any], c: Call) -> str:
         raise QubesdError("no default_dispvm")
     tpl = get_qube(st, dvm)
     if not tpl.get("template_for_dispvms"):
-        raise QubesdError("Refusing to create disposable out of app qube which has "
+        raise QubesdError("Refusing to create DispVM out of this AppVM, because "
+                          "template_for_dispvms=False" if r42(st) else
+                          "Refusing to create disposable out of app qube which has "
                           "template_for_dispvms=False")
     if c.arg == "preload":
         schedule_refill(st, dvm, c.now, 0)
@@ -307,13 +320,16 @@ def create_dispvm(st: dict[str, Any], c: Call) -> None:
     except (UnicodeDecodeError, ValueError):
         raise ProtocolError("Invalid payload") from None
     if set(params) != {"name", "label"}:
-        raise ProtocolError("Creation requested without key: name/label")
+        missing = sorted({"name", "label"} - set(params))[0]
+        raise ProtocolError(f"Creation requested without key: {missing}")
     if st["faults"].get("create_fails"):
         raise QubesdError("Create.DispVM failed (simulated)")
     name = params["name"]
     if not name[:1].isalpha() or name in ("none", "default"):
         raise ValueErr("VM name contains illegal characters")
     if name in st["qubes"]:  # qubes/app.py VMCollection.add
+        if dev_line(st):
+            raise AlreadyExists(f"Qube already exists: {name}")
         raise ValueErr(f"VM {name} already exists")
     get_qube(st, c.arg)
     q = new_dispvm(st, c.arg, name, unused_dispid(st["qubes"]), auto_cleanup=False)
@@ -361,7 +377,8 @@ def remove(st: dict[str, Any], c: Call) -> None:
     users = sorted(n for n, o in st["qubes"].items() if n != c.dest and c.dest in
                    (o.get("template"), o.get("netvm"), o.get("default_dispvm")))
     if users:  # admin.py vm_remove: the users go to qubesd's log, not the reply
-        raise VMInUse(f"Domain is in use: {c.dest!r};  see 'journalctl -u qubesd -e' in "
+        space = "" if r42(st) else "  "
+        raise VMInUse(f"Domain is in use: {c.dest!r};{space}see 'journalctl -u qubesd -e' in "
                       f"dom0 for details")
     del st["qubes"][c.dest]
     st["processes"].pop(c.dest, None)

@@ -8,6 +8,7 @@ not code. Top-level keys:
                                    # path relative to this file; its qubes and
                                    # faults are the starting point
     remove_qubes = ["vault"]       # optional: drop these qubes of the base
+    release = "4.3"                # optional: 4.2 (no preloads), 4.3 (default), 4.4
     [globals]                      # optional: qubesd's default_netvm and
     default_netvm = "sys-firewall" # default_dispvm, which a qube's netvm or
                                    # default_dispvm not given falls back to
@@ -80,7 +81,10 @@ FAULTS: dict[str, tuple[tuple[type, ...], Any]] = {
     "slow_call": ((list,), None),
 }
 
-TOP_LEVEL = ("description", "extends", "remove_qubes", "globals", "qubes", "faults")
+TOP_LEVEL = ("description", "extends", "remove_qubes", "release", "globals", "qubes", "faults")
+# The Qubes release whose qubesd the model answers like (replies differ in
+# details; R4.2 has no preloads): tests/realqubesd/test_differential.py.
+RELEASES = ("4.2", "4.3", "4.4")
 # qubesd's global properties a qube's default reads (qubes/app.py Qubes):
 # a qube name, absent = none.
 GLOBALS = ("default_netvm", "default_dispvm")
@@ -293,7 +297,10 @@ def validate(data: Mapping[str, Any], source: str = "scenario",
         raise ScenarioError(f"{source}: faults must be a table")
     for key, value in faults_in.items():
         faults[key] = check_fault(key, value, f"{source}: faults")
-    return {"qubes": qubes, "faults": faults, "globals": glob}
+    release = data.get("release", base.get("release", "4.3") if base is not None else "4.3")
+    if release not in RELEASES:
+        raise ScenarioError(f"{source}: release must be one of {', '.join(RELEASES)}")
+    return {"qubes": qubes, "faults": faults, "globals": glob, "release": release}
 
 
 def _parse(path: Path) -> dict[str, Any]:
