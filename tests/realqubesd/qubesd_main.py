@@ -45,15 +45,20 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "hypervisor"))
 os.environ["PATH"] = f"{HERE / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"
 
+# What an installed template advertises (qubes.PostInstall): qrexec, and the
+# services qubesd waits for while it preloads a disposable (R4.3+, dev line).
+SUPPORTED_RPC = {"supported-rpc.qubes.WaitForRunningSystem": "1",
+                 "supported-rpc.qubes.WaitForSession": "1"}
+
 # (name, class, properties, features, tags) in creation order
 QUBES: list[tuple[str, str, dict, dict, list]] = [
     ("whonix-gateway-18", "TemplateVM", {},
-     {"qrexec": "1", "supported-rpc.qubes.WaitForRunningSystem": "1",
+     {"qrexec": "1", **SUPPORTED_RPC,
      "whonix-gw": "1", "os-distribution": "whonix", "os-version": "18"}, ["whonix-updatevm"]),
     ("whonix-workstation-18", "TemplateVM", {},
-     {"qrexec": "1", "supported-rpc.qubes.WaitForRunningSystem": "1",
+     {"qrexec": "1", **SUPPORTED_RPC,
      "whonix-ws": "1", "os-distribution": "whonix", "os-version": "18"}, ["whonix-updatevm"]),
-    ("debian-13", "TemplateVM", {}, {"qrexec": "1", "supported-rpc.qubes.WaitForRunningSystem": "1",
+    ("debian-13", "TemplateVM", {}, {"qrexec": "1", **SUPPORTED_RPC,
      "os-distribution": "debian", "os-version": "13"}, []),
     ("sys-net", "AppVM", {"template": "debian-13", "provides_network": True, "netvm": None},
      {}, []),
