@@ -137,9 +137,13 @@ class RealQubesd:
             time.sleep(0.05)
         from tests.realqubesd.qubesd_main import RUNNING
 
-        self.set_prop(DVM, "maxmem", "0")  # see qubesd_main.py: no qmemman
-        for name in RUNNING if self._running is None else self._running:
-            self.expect_ok("admin.vm.Start", name)
+        try:
+            self.set_prop(DVM, "maxmem", "0")  # see qubesd_main.py: no qmemman
+            for name in RUNNING if self._running is None else self._running:
+                self.expect_ok("admin.vm.Start", name)
+        except BaseException:
+            self.stop()  # never leave a qubesd behind
+            raise
         return self
 
     def _make_store(self) -> None:
