@@ -32,7 +32,8 @@ from whonix_open.contract import SERVICE_APP, SERVICE_OPEN, SERVICE_URL, SERVICE
 from whonix_open.dom0 import disposable, sessions, signals
 from whonix_open.dom0.admission import accept, admit
 from whonix_open.dom0.audit import AuditRecord, log_line
-from whonix_open.dom0.backend import Backend, BackendError, NoSuchQube, QubeInfo, connect
+from whonix_open.dom0.backend import Backend, BackendError, NoSuchQube, QubeInfo
+from whonix_open.dom0.choose_backend import connect
 from whonix_open.dom0.errors import Refusal
 from whonix_open.dom0.relay import NetvmAlarm, relay, wait_for_caller
 from whonix_open.dom0.request import is_qube_name
