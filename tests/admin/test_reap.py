@@ -189,3 +189,62 @@ def test_reap_after_the_service_was_killed(make_admin):
     assert admin.run("reap").code == 0
     assert disp not in admin.sim.disposables()
     assert not list(admin.run_dir.glob("*.session"))
+
+
+# --- issue 15 (5): a SIGKILL while qubesd executes the create -------------------
+
+def _killed_in(admin, profile: str, method: str) -> Broker:
+    """A service SIGKILLed after qubesd made its disposable, before the name
+    came back: the record says which create was under way, nothing more."""
+    from tests.dom0.test_hardening import _service_paused_at
+
+    broker = Broker(admin.sim, admin.tmp)
+    proc = _service_paused_at(broker, admin.sim, profile, method, "after", 60)
+    proc.kill()
+    proc.wait()
+    for f in (proc.stdout, proc.stderr):
+        f.close()
+    admin.sim.set_fault("slow_call", None)
+    return broker
+
+
+def test_sigkill_in_create_dispvm_is_closed_by_the_recorded_name(make_admin):
+    """offline: Create.DispVM's random name is recorded before the call, so
+    the halted DispVM it made is proven this service's and removed."""
+    admin = make_admin()
+    broker = _killed_in(admin, "offline", "admin.vm.Create.DispVM")
+    (left,) = admin.sim.disposables()
+    assert left.startswith("whonix-open-disp") and admin.sim.qube(left)["auto_cleanup"] is False
+    r = broker.open_file(arg="offline")
+    assert r.code == 0, r.err
+    assert f"removing {left}" in r.err and admin.sim.disposables() == []
+    assert not list(admin.run_dir.glob("*.s*"))
+
+
+def test_sigkill_in_create_disposable_leaves_a_running_preload_that_is_reported(make_admin):
+    """tor on R4.3 with preloads: CreateDisposable hands out a running,
+    networked preload, and qubesd chose its name - the dead service never
+    learnt it. It looks exactly like a qrexec @dispvm disposable of the same
+    DVM template, so nothing removes it on a guess: the next request and
+    reap leave it, check and status name it, the administrator decides."""
+    admin = make_admin("preload")
+    ready = admin.sim.preloads(DVM)
+    broker = _killed_in(admin, "tor", "admin.vm.CreateDisposable")
+    (left,) = [d for d in admin.sim.disposables() if d not in admin.sim.preloads(DVM)]
+    assert left in ready and admin.sim.qube(left)["power_state"] == "Running"
+    assert admin.sim.qube(left)["netvm"] == "sys-whonix"  # the DVM's, the profile's network
+    assert broker.open_file().code == 0
+    assert left in admin.sim.disposables()
+    out = admin.run("reap", "--json")
+    assert out.code == 0
+    [action] = [a for a in out.json()["actions"] if a["qube"] == left]
+    assert action["result"].startswith("skipped: cannot prove it is this service's: an "
+                                       f"admin.vm.CreateDisposable of {DVM} was under way")
+    assert left in admin.sim.disposables()
+    [warn] = [f for f in findings(admin.check()) if f["check"] == "unproven"]
+    assert warn["qubes"] == [left] and warn["fix"] == [f"qvm-kill {left}"]
+    [stale] = admin.run("status", "--all", "--json").json()["sessions"]
+    assert stale["state"] == "stale" and stale["creating"] == DVM
+    admin.sim.remove_qube(left)  # the administrator's qvm-kill
+    assert admin.run("reap").out == "nothing to reap\n"
+    assert not list(admin.run_dir.glob("*.s*"))  # the record goes with it
