@@ -12,14 +12,14 @@ from whonix_open.dom0.admin.findings import SCHEMA_VERSION
 from whonix_open.dom0.admin.inventory import Inventory, Source
 
 DESCRIPTION = """\
-Lists the broker's sessions from its records in the run dir, joined with
-the live system: what it holds (a file, a link or an app), the calling
-qube (and, for a disposable caller, the qube that created it and against whose limit it counts), the profile, the
-disposable and its power state, the network (a gateway, or offline), the
-age and the time left until the session's maximum lifetime. A session whose
-service died is shown as stale (with --all), from what its record says:
-`whonix-open-admin reap` removes what it left.
-
+Lists the broker's sessions from its records in the run dir, joined with the
+live system: what it holds (a file, a link or an app), the calling qube
+(and, for a disposable caller, the qube that created it and against whose
+limit it counts), the profile, the disposable and its power state, the
+network (a gateway, or offline), the age and the time left until the
+session's maximum lifetime. A session whose service died is shown as stale
+(with --all), from what its record says: `whonix-open-admin reap` removes
+what it left.
 Exit status: 0, 2 usage, 3 qubesd cannot be read."""
 
 

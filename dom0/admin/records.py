@@ -1,12 +1,12 @@
 """The broker's session records, as the admin command shows them.
 
 A record is `<run dir>/<owner>.<pid>.<random>.session` holding JSON
-{"disposables", "pid", "kind", "caller", "owner", "profile", "dvm", "network",
-"started", "deadline"} and, while the disposable is being created,
-"creating" (a DVM template) or "pending" (a name); its session is alive
-exactly while the service that wrote it holds the file's flock
-(dom0/sessions.py, whose scan this uses). The pid is shown, never trusted: a reused pid cannot make a dead session look
-alive.
+{"disposables", "pid", "kind", "caller", "owner", "profile", "dvm",
+"network", "started", "deadline"} and, while the disposable is being
+created, "creating" (a DVM template) or "pending" (a name); its session is
+alive exactly while the service that wrote it holds the file's flock
+(dom0/sessions.py, whose scan this uses). The pid is shown, never trusted: a
+reused pid cannot make a dead session look alive.
 
 The run dir is writable by group qubes: every field is checked, and a field
 that fails the check is dropped, never passed on to qubesd or a terminal.

@@ -44,7 +44,7 @@ def test_dry_run_changes_nothing(make_admin):
     out = admin.run("reap", "--dry-run")
     assert out.code == 0 and out.out == f"disp77: would remove (session {DEAD})\n"
     assert qubes(admin) == before
-    assert record.read_text() == '{"disposables": ["disp77"], "pid": 4242, "dvm": "%s"}' % DVM
+    assert record.read_text() == f'{{"disposables": ["disp77"], "pid": 4242, "dvm": "{DVM}"}}'
     writes = [c for c in admin.sim.calls() if c["method"] not in READS]
     assert not writes
 
