@@ -20,6 +20,7 @@ network (a gateway, or offline), the age and the time left until the
 session's maximum lifetime. A session whose service died is shown as stale
 (with --all), from what its record says: `whonix-open-admin reap` removes
 what it left.
+
 Exit status: 0, 2 usage, 3 qubesd cannot be read."""
 
 
