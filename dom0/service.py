@@ -31,7 +31,8 @@ from collections.abc import Mapping, Sequence
 from whonix_open.contract import SERVICE_APP, SERVICE_OPEN, SERVICE_URL, SERVICE_VIEW, Exit
 from whonix_open.dom0 import disposable, sessions, signals
 from whonix_open.dom0.audit import AuditRecord, log_line
-from whonix_open.dom0.backend import Backend, BackendError, NoSuchQube, connect
+from whonix_open.dom0.backend import Backend, BackendError, NoSuchQube
+from whonix_open.dom0.choose_backend import connect
 from whonix_open.dom0.config import ConfigError, load_config
 from whonix_open.dom0.errors import Refusal
 from whonix_open.dom0.ownership import owner_of, sweep_stale
