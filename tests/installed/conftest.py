@@ -62,9 +62,39 @@ class Dom0User:
                 f"--groups={self.qubes_gid}", *argv]
 
 
+def _copy_modules(target: Path, extra: dict[str, Path] | None = None) -> Path:
+    """whonix_open (common, dom0, sim) copied for a stand-in that runs as the
+    dom0 user with dom0's Python (the checkout and its venvs may be out of
+    that user's reach); never the installed tree's modules."""
+    tree = target / "whonix_open"
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(REPO / "common", tree, ignore=ignore)
+    for part in ("dom0", "sim"):
+        shutil.copytree(REPO / part, tree / part, ignore=ignore)
+    for name, source in (extra or {}).items():
+        shutil.copy(source, target / name)
+    return target
+
+
+def _stand_in(path: Path, pythonpath: Path, command: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\nexport PYTHONPATH={pythonpath} "
+                    f"WHONIX_OPEN_PYTHON={SYSTEM_PYTHON} WHONIX_OPEN_REALQUBESD_PYTHON="
+                    f"{SYSTEM_PYTHON}\nexec {SYSTEM_PYTHON} {command} \"$@\"\n")
+    path.chmod(0o755)
+    return path
+
+
+def _give(directory: Path, user: Dom0User) -> None:
+    """A state directory the dom0 user's stand-ins record into."""
+    (directory / "state.lock").touch()
+    for p in [directory, *directory.rglob("*")]:
+        os.chown(p, user.uid, user.gid)
+
+
 class ModelQubesd:
     """This project's qubesd model (sim/qubesd_server.py) on a socket as
-    qubesd makes it: `root:qubes 0660` (qubes/api/__init__.py
+    qubesd makes it: `root:qubes`, umask 0007 (qubes/api/__init__.py
     create_servers). The broker's qrexec-client is the simulation's stand-in."""
 
     def __init__(self, directory: Path, user: Dom0User) -> None:
@@ -72,25 +102,12 @@ class ModelQubesd:
         self.socket_path = str(directory / "qubesd.sock")
         self.server = QubesdServer(self.sim.dir, self.socket_path).start()
         os.chown(self.socket_path, 0, user.qubes_gid)
-        os.chmod(self.socket_path, 0o660)
-        # The stand-in qrexec-client runs as the dom0 user and records there.
-        (self.sim.dir / "state.lock").touch()
-        for p in [self.sim.dir, *self.sim.dir.rglob("*")]:
-            os.chown(p, user.uid, user.gid)
-        # The stand-in runs as the dom0 user, with dom0's Python: its modules
-        # are copied here (the checkout and its venv may be out of that
-        # user's reach), never the installed tree's.
-        tree = directory / "standin" / "whonix_open"
-        shutil.copytree(REPO / "common", tree, ignore=shutil.ignore_patterns("__pycache__"))
-        for part in ("dom0", "sim"):
-            shutil.copytree(REPO / part, tree / part, ignore=shutil.ignore_patterns("__pycache__"))
-        self.standin = directory / "bin" / "qrexec-client"
-        self.standin.parent.mkdir()
-        self.standin.write_text(
-            f"#!/bin/sh\nexport PYTHONPATH={tree.parent} WHONIX_OPEN_PYTHON={SYSTEM_PYTHON}\n"
-            f"exec {SYSTEM_PYTHON} -c 'import sys; from whonix_open.sim.dom0_qrexec_client "
-            "import main; sys.exit(main())' \"$@\"\n")
-        self.standin.chmod(0o755)
+        os.chmod(self.socket_path, 0o770)  # noqa: S103 - qubesd: umask 0007, group qubes
+        _give(self.sim.dir, user)
+        self.standin = _stand_in(
+            directory / "bin" / "qrexec-client", _copy_modules(directory / "standin"),
+            "-c 'import sys; from whonix_open.sim.dom0_qrexec_client import main; "
+            "sys.exit(main())'")
 
     def broker_env(self) -> dict[str, str]:
         # the simulation's variables are the qrexec-client stand-in's
@@ -102,11 +119,53 @@ class ModelQubesd:
         return self.sim.disposables()
 
     def hang_disposables(self, hang: bool) -> None:
-        self.sim.set_fault("disposable_behaviour", "hang" if hang else None)
+        self.sim.set_fault("disposable_behaviour", "hang" if hang else "edit")
 
     def stop(self) -> None:
         self.server.stop()
         self.sim.kill_leftovers()
+
+
+class RealQubesdInstalled:
+    """The REAL qubesd of Qubes R4.3 (tests/realqubesd/harness.py: unmodified,
+    only the hypervisor stood in for) on a socket it makes itself,
+    `root:qubes`; the harness's qrexec-client stand-in, run as the dom0 user
+    with dom0's Python."""
+
+    RELEASE = "r4.3"
+
+    def __init__(self, directory: Path, user: Dom0User) -> None:
+        from tests.realqubesd.harness import RealQubesd
+
+        python = REPO / f".venv-{self.RELEASE}" / "bin" / "python"
+        _require(python.exists(), f"the release venv {python.parent.parent} "
+                 f"(make .venv-{self.RELEASE}/.installed)")
+        directory.mkdir()
+        directory.chmod(0o755)
+        self.qubesd = RealQubesd(directory, python=str(python)).start()
+        _give(self.qubesd.side, user)
+        harness = REPO / "tests" / "realqubesd"
+        modules = _copy_modules(directory / "standin",
+                                {"qrexec_client.py": harness / "qrexec_client.py"})
+        self.standin = _stand_in(directory / "bin" / "qrexec-client", modules,
+                                 str(modules / "qrexec_client.py"))
+        self.socket_path = self.qubesd.socket_path
+
+    def broker_env(self) -> dict[str, str]:
+        env = {k: v for k, v in self.qubesd.broker_env().items()
+               if k.startswith("WHONIX_OPEN_")}
+        return {**env, "WHONIX_OPEN_QREXEC_CLIENT": str(self.standin),
+                "WHONIX_OPEN_REALQUBESD_PYTHON": SYSTEM_PYTHON}
+
+    def disposables(self) -> list[str]:
+        return self.qubesd.disposables()
+
+    def hang_disposables(self, hang: bool) -> None:
+        self.qubesd.set_behaviour("hang" if hang else "edit")
+
+    def stop(self) -> None:
+        self.qubesd.kill_leftovers()
+        self.qubesd.stop()
 
 
 @pytest.fixture
@@ -130,8 +189,9 @@ def dom0_user() -> Dom0User:
 
 @pytest.fixture
 def qubesd(place: Path, dom0_user: Dom0User) -> Iterator[ModelQubesd]:
-    """The one place that says which qubesd the installed broker talks to."""
-    server = ModelQubesd(place / "qubesd", dom0_user)
+    """The one place that says which qubesd the installed broker talks to:
+    the real one (the model, ModelQubesd, stays for debugging the test)."""
+    server = RealQubesdInstalled(place / "qubesd", dom0_user)
     yield server
     server.stop()
 
@@ -142,8 +202,8 @@ def qubesadmin_dir(place: Path) -> Path:
     PYTHONPATH leads: dom0's /usr/bin/python3 imports them, the machine keeps
     no trace."""
     target = place / "pylib"
-    for pattern in ("qubesadmin-*.whl", "qrexec-*.whl"):
-        wheels = sorted(UPSTREAM.glob(pattern))
+    for pattern in ("qubesadmin-*.whl", "qrexec-*.whl"):  # of qubesd's release
+        wheels = sorted((UPSTREAM / RealQubesdInstalled.RELEASE).glob(pattern))
         _require(bool(wheels), f"{UPSTREAM}/{pattern} (the unmodified upstream wheels)")
         with zipfile.ZipFile(wheels[-1]) as z:
             z.extractall(target)
