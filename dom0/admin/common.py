@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from whonix_open.dom0 import sessions
+from whonix_open.dom0.admin import records
 from whonix_open.dom0.admin.inventory import Source, connect
 from whonix_open.dom0.backend import BackendError
 
@@ -71,6 +72,9 @@ def run(body: Callable[[Source, Mapping[str, str]], int], app: Any,
         return body(source, env)
     except BackendError as e:
         error(f"cannot read the system from qubesd: {e}")
+        return EXIT_UNREACHABLE
+    except records.RunDirUnusable as e:
+        error(str(e))
         return EXIT_UNREACHABLE
 
 

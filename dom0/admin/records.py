@@ -69,6 +69,10 @@ def parse(session_id: str, owner: str | None, raw: Mapping[str, Any], alive: boo
         started=_num(raw.get("started")), deadline=_num(raw.get("deadline")))
 
 
+class RunDirUnusable(Exception):
+    """The run dir or its lock cannot be used (the message says why)."""
+
+
 class Claim:
     """Live records and dead sessions' records with their flocks held."""
 
@@ -100,8 +104,11 @@ def claimed(directory: str, claim: bool = False) -> Iterator[Claim]:
     if not os.path.isdir(directory):
         yield Claim([], [])
         return
-    with sessions.dir_lock(directory):
-        alive, stale = sessions.scan_records(directory, claim=claim)
+    try:
+        with sessions.dir_lock(directory):
+            alive, stale = sessions.scan_records(directory, claim=claim)
+    except OSError as e:  # a lock that is a link, not a regular file, unreadable
+        raise RunDirUnusable(f"session directory {directory}: {e.strerror or e}") from None
     claim = Claim([parse(s.session, s.owner, s.record, True) for s in alive], stale)
     try:
         yield claim

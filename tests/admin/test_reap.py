@@ -248,3 +248,20 @@ def test_sigkill_in_create_disposable_leaves_a_running_preload_that_is_reported(
     admin.sim.remove_qube(left)  # the administrator's qvm-kill
     assert admin.run("reap").out == "nothing to reap\n"
     assert not list(admin.run_dir.glob("*.s*"))  # the record goes with it
+
+
+def test_odd_run_dir_entries_neither_crash_reap_nor_status(make_admin, tmp_path):
+    """Issue 15 (2): a directory named like a record made reap crash with a
+    traceback; a symlink planted as a record or as the lock was followed."""
+    admin = make_admin("orphan")
+    target = tmp_path / "planted"
+    (admin.run_dir / "x.1.2.session").mkdir()
+    (admin.run_dir / "y.1.3.sweep").symlink_to(target)
+    for args in (("reap",), ("status", "--all"), ("check", "--policy-dir", str(admin.policy))):
+        out = admin.run(*args)
+        assert out.code in (0, 1) and "Traceback" not in out.err, (args, out.err)
+    assert not target.exists()
+    (admin.run_dir / ".lock").unlink()
+    (admin.run_dir / ".lock").symlink_to(target)
+    out = admin.run("reap")
+    assert out.code == 3 and out.err.startswith("whonix-open-admin: ") and not target.exists()
