@@ -136,6 +136,7 @@ class RealQubesd:
             time.sleep(0.05)
         from tests.realqubesd.qubesd_main import RUNNING
 
+        self.set_prop(DVM, "maxmem", "0")  # see qubesd_main.py: no qmemman
         for name in RUNNING if self._running is None else self._running:
             self.expect_ok("admin.vm.Start", name)
         return self

@@ -20,9 +20,11 @@ What is ours here, and why it is only the hypervisor boundary:
 No qmemman: the memory balancer's client module is made unimportable, which
 is upstream's own "qmemman not installed" case (qubes.vm.qubesvm
 qmemman_present): qubes then start without memory balancing or xenstore. The
-DVM template has maxmem 0 (memory balancing off for it and its disposables, a
-setting of the qube's): R4.3 balloons a preload down through qmemman before
-pausing it otherwise (qubes/vm/dispvm.py on_domain_pre_paused).
+harness sets the DVM template's maxmem to 0 once qubesd runs (memory
+balancing off for it and its disposables, a setting of the qube's; its
+default asks the hypervisor, which the offline app cannot): R4.3 balloons a
+preload down through qmemman before pausing it otherwise (qubes/vm/dispvm.py
+on_domain_pre_paused).
 
 Scenario (mirrors sim/scenarios/default.toml): dom0; templates
 whonix-gateway-18 (whonix-gw), whonix-workstation-18 (whonix-ws), debian-13;
@@ -61,7 +63,7 @@ QUBES: list[tuple[str, str, dict, dict, list]] = [
                              "netvm": "sys-firewall"}, {}, ["anon-gateway"]),
     ("whonix-workstation-18-dvm", "AppVM", {"template": "whonix-workstation-18",
                                             "template_for_dispvms": True,
-                                            "netvm": "sys-whonix", "maxmem": 0},
+                                            "netvm": "sys-whonix"},
      {"appmenus-dispvm": "1"}, ["anon-vm"]),
     ("anon-whonix", "AppVM", {"template": "whonix-workstation-18", "netvm": "sys-whonix",
                               "default_dispvm": "whonix-workstation-18-dvm"}, {}, ["anon-vm"]),
