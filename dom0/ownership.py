@@ -102,7 +102,7 @@ def sweep_stale(backend: Backend, stale: Sequence[sessions.Stale]) -> None:
     for s in stale:
         left = []
         try:
-            for name in dict.fromkeys([*s.disposables, *_pending(s)]):
+            for name in dict.fromkeys([*s.disposables, *pending_of(s)]):
                 why = proof(backend, name, s)
                 if why is None:
                     log_line(f"removing {name}, left behind by dead session {s.session}")
@@ -115,6 +115,7 @@ def sweep_stale(backend: Backend, stale: Sequence[sessions.Stale]) -> None:
         sessions.finish_stale(s, left, s.creating)
 
 
-def _pending(s: sessions.Stale) -> list[str]:
+def pending_of(s: sessions.Stale) -> list[str]:
+    """The name of the Create.DispVM the dead session had under way, if any."""
     name = s.record.get(PENDING)
     return [name] if isinstance(name, str) and is_qube_name(name) else []

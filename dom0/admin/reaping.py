@@ -60,7 +60,7 @@ def orphans(backend: Backend, inventory: Inventory, alive: Sequence[records.Reco
     """What dead sessions left, proven or not, as the broker's sweep judges it."""
     found: list[Orphan] = []
     for s in stale:
-        for name in dict.fromkeys([*s.disposables, *ownership._pending(s)]):
+        for name in dict.fromkeys([*s.disposables, *ownership.pending_of(s)]):
             why = ownership.proof(backend, name, s)
             if why is None:
                 found.append(Orphan(name, s.session, _running(inventory, name), s))
