@@ -61,9 +61,11 @@ QUBES: list[tuple[str, str, dict, dict, list]] = [
                                "netvm": "sys-net"}, {}, []),
     ("sys-whonix", "AppVM", {"template": "whonix-gateway-18", "provides_network": True,
                              "netvm": "sys-firewall"}, {}, ["anon-gateway"]),
+    # Qubes-Whonix points the Whonix qubes' default_dispvm at the Whonix DVM
     ("whonix-workstation-18-dvm", "AppVM", {"template": "whonix-workstation-18",
                                             "template_for_dispvms": True,
-                                            "netvm": "sys-whonix"},
+                                            "netvm": "sys-whonix",
+                                            "default_dispvm": "whonix-workstation-18-dvm"},
      {"appmenus-dispvm": "1"}, ["anon-vm"]),
     ("anon-whonix", "AppVM", {"template": "whonix-workstation-18", "netvm": "sys-whonix",
                               "default_dispvm": "whonix-workstation-18-dvm"}, {}, ["anon-vm"]),
@@ -74,6 +76,9 @@ QUBES: list[tuple[str, str, dict, dict, list]] = [
     ("vault", "AppVM", {"template": "debian-13", "netvm": None,
                         "default_dispvm": "default-dvm"}, {}, []),
 ]
+DVM_NAME = "whonix-workstation-18-dvm"
+# set once every qube exists (a template's default_dispvm names its own AppVM)
+LATE_PROPERTIES = [("whonix-workstation-18", "default_dispvm", DVM_NAME)]
 KERNEL = "6.12.0-stand-in"
 RUNNING = ["sys-net", "sys-firewall", "sys-whonix", "anon-whonix", "personal", "vault"]
 
@@ -130,6 +135,8 @@ def create(base: Path) -> None:
         for tag in tags:
             vm.tags.add(tag)
         loop.run_until_complete(vm.create_on_disk())
+    for name, key, value in LATE_PROPERTIES:
+        setattr(app.domains[name], key, app.domains[value])
     app.default_netvm = app.domains["sys-firewall"]
     app.default_template = app.domains["debian-13"]
     app.default_dispvm = app.domains["default-dvm"]

@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 
 from tests.realqubesd.harness import DVM, RealQubesd, raw_call, release
-from tests.realqubesd.qubesd_main import QUBES, RUNNING
+from tests.realqubesd.qubesd_main import LATE_PROPERTIES, QUBES, RUNNING
 from whonix_open.sim.harness import SimQubes
 from whonix_open.sim.qubesd_server import QubesdServer
 
@@ -52,6 +52,8 @@ def scenario() -> dict[str, Any]:
                 q[key] = "" if props[key] is None else props[key]
         q["power_state"] = "Running" if name in RUNNING else "Halted"
         qubes[name] = q
+    for name, key, value in LATE_PROPERTIES:
+        qubes[name][key] = value
     # qubesd_main.create sets these globals on the real app; the model answers
     # like this venv's release (R4.2's replies differ in details)
     return {"qubes": qubes, "release": ".".join(release().split(".")[:2]),
