@@ -42,18 +42,25 @@ CONTAINED_TAG = "whonix-open-disposable"
 # could make someone's CreateDisposable fail. A random one may be taken: retry.
 NAME_PREFIX = "whonix-open-disp"
 MAX_CREATE_ATTEMPTS = 3
+# Set by qubesd on a qube whose netvm changed while it was paused, naming the
+# netvm it is still wired to (qubes-core-admin R4.3 qubes/vm/mix/net.py).
+DEFERRED_NETVM = "deferred-netvm-original"
 
 
 def _new_name() -> str:
     return f"{NAME_PREFIX}{int.from_bytes(os.urandom(4), 'little') % 9999 + 1}"
 
 
-def _create(backend: Backend, plan: Plan) -> str:
-    """A new disposable of plan.dvm: from the preload queue only if it fits."""
+def _create(backend: Backend, plan: Plan, note: Callable[..., None]) -> str:
+    """A new disposable of plan.dvm: from the preload queue only if it fits.
+    *note* records each step before it is taken (ownership.py: what a
+    SIGKILL in the middle leaves behind can then be found)."""
     if plan.fits_dvm:
+        note(creating=plan.dvm)
         return backend.create_disposable(plan.dvm)
     for attempt in range(MAX_CREATE_ATTEMPTS):
         name = _new_name()
+        note(pending=name)  # before the call: reap can prove it was ours
         try:
             backend.create_dispvm(plan.dvm, name, plan.label)
             return name
@@ -66,16 +73,19 @@ def _create(backend: Backend, plan: Plan) -> str:
 
 
 def provision(backend: Backend, plan: Plan, session_id: str,
-              on_created: Callable[[str], None]) -> str:
+              on_created: Callable[[str], None],
+              note: Callable[..., None] = lambda **_: None) -> str:
     """A disposable for *plan*, with everything set that must be set before
     its first start; verify() starts it. *on_created* is told the name
     CreateDisposable / Create.DispVM produced before anything else happens to
-    it (from then on every exit path destroys it)."""
+    it (from then on every exit path destroys it); *note* records the steps
+    before that (`creating=DVM`, `pending=NAME`) and, once the disposable is
+    marked, that they are over."""
     # A signal while qubesd creates it would leave a disposable whose name
     # nobody recorded: hold signals until the session record names it.
     with signals.deferred():
         try:
-            name = _create(backend, plan)
+            name = _create(backend, plan, note)
         except QubesdUnreachable:
             raise
         except BackendError as e:
@@ -83,10 +93,13 @@ def provision(backend: Backend, plan: Plan, session_id: str,
                           f"creating a disposable of {plan.dvm} failed: {e}") from None
         on_created(name)  # from here on, every exit path destroys it
     try:
-        backend.add_tag(name, CONTAINED_TAG)
-        backend.set_feature(name, MARKER_FEATURE, session_id)
         if not plan.fits_dvm:
             backend.set_property(name, "auto_cleanup", "True")
+        backend.add_tag(name, CONTAINED_TAG)
+        # The marker last: with it, everything reap's proof needs is there.
+        backend.set_feature(name, MARKER_FEATURE, session_id)
+        note(creating=None, pending=None)
+        if not plan.fits_dvm:
             backend.set_property(name, "netvm", plan.gateway)
         # No nested disposable with another network (DESIGN.md, "Nested disposables").
         backend.set_property(name, "default_dispvm", None)
@@ -116,6 +129,16 @@ def verify(backend: Backend, name: str, plan: Plan) -> QubeInfo:
     if info.netvm != plan.gateway:
         raise Refusal(Exit.NETWORK_REFUSED,
                       f"{name} has netvm {info.netvm or 'none'} instead of {plan.network}")
+    if info.xid != -1:
+        # Running already: a preload. A netvm set while it was paused is only
+        # deferred (R4.3 qubes/vm/mix/net.py); until qubesd applies it - it
+        # does not while the new netvm is halted - the qube is still wired to
+        # the old one named here, whatever `netvm` says.
+        deferred = backend.feature(name, DEFERRED_NETVM)
+        if deferred is not None:
+            raise Refusal(Exit.NETWORK_REFUSED,
+                          f"{name} has netvm {info.netvm or 'none'}, but its change from "
+                          f"{deferred or 'none'} has not been applied ({DEFERRED_NETVM})")
     if info.xid == -1:  # not running: a fresh one (a preloaded one runs already)
         try:
             backend.start(name)

@@ -17,7 +17,8 @@ StartAppInDisposable: one broker, step by step.
 Every refusal before "create" costs no disposable; every path after it runs
 `destroy`. A signal raises `Terminated` in the main thread, so it unwinds
 through the same `finally`. If even that is cut short (SIGKILL), the session
-file still names the disposable and the next request removes it.
+file still names the disposable and the next request removes it (dom0/
+ownership.py; DESIGN.md "The SIGKILL window" for the one gap left).
 """
 
 from __future__ import annotations
@@ -32,72 +33,13 @@ from whonix_open.contract import SERVICE_APP, SERVICE_OPEN, SERVICE_URL, SERVICE
 from whonix_open.dom0 import disposable, sessions, signals
 from whonix_open.dom0.admission import accept, admit
 from whonix_open.dom0.audit import AuditRecord, log_line
-from whonix_open.dom0.backend import Backend, BackendError, NoSuchQube, QubeInfo
+from whonix_open.dom0.backend import Backend, BackendError
 from whonix_open.dom0.choose_backend import connect
 from whonix_open.dom0.errors import Refusal
+from whonix_open.dom0.ownership import owner_of, sweep_stale
 from whonix_open.dom0.relay import NetvmAlarm, relay, wait_for_caller
-from whonix_open.dom0.request import is_qube_name
 from whonix_open.dom0.resolve import make_plan
 from whonix_open.dom0.signals import Terminated
-
-CREATED_BY = "created-by-"
-MAX_CREATOR_CHAIN = 4  # disposables created by disposables created by ...
-
-
-def is_left_by(backend: Backend, name: str, stale: sessions.Stale) -> bool:
-    """Whether *name* is the disposable that dead session created. Its marker
-    says so; a disposable without one (the session died between recording
-    and marking it) must still be a DispVM of the recorded DVM template that
-    dom0 created - never just any qube that now has that name."""
-    try:
-        marker = backend.feature(name, disposable.MARKER_FEATURE)
-        if marker is not None:
-            return marker == stale.session
-        info = backend.info(name)
-        return (info.klass == "DispVM" and stale.dvm is not None
-                and info.template == stale.dvm and "created-by-dom0" in backend.tags(name))
-    except NoSuchQube:
-        return False
-
-
-def sweep_stale(backend: Backend, stale: Sequence[sessions.Stale]) -> None:
-    """Destroy disposables of dead sessions (each record is ours alone: its
-    flock is held); keep the record of what could not be removed."""
-    for s in stale:
-        left = []
-        try:
-            for name in s.disposables:
-                if is_left_by(backend, name, s):
-                    log_line(f"removing {name}, left behind by dead session {s.session}")
-                    if not disposable.destroy(backend, name):
-                        left.append(name)
-        except BackendError:
-            left = s.disposables  # try again next time
-        sessions.finish_stale(s, left)
-
-
-def owner_of(backend: Backend, caller: QubeInfo, tags: frozenset[str]) -> str:
-    """The qube a request counts against: the caller, or for a disposable
-    (whose *tags* are given) the qube that created it (its `created-by-<qube>`
-    tag, followed up the chain). Disposables that dom0 created for a qrexec
-    `@dispvm` call carry only `created-by-dom0`: they all share one owner."""
-    info = caller
-    for _ in range(MAX_CREATOR_CHAIN):
-        if info.klass != "DispVM":
-            return info.name
-        if info is not caller:
-            tags = backend.tags(info.name)
-        creators = [t[len(CREATED_BY):] for t in tags if t.startswith(CREATED_BY)]
-        named = [c for c in creators if c != "dom0" and is_qube_name(c)]
-        if len(named) != 1:
-            return sessions.SHARED_DISPOSABLES
-        try:
-            info = backend.info(named[0])
-        except NoSuchQube:
-            return named[0]  # counts against the name it was created by
-    return sessions.SHARED_DISPOSABLES
-
-
 
 
 def serve(service: str, argv: Sequence[str], env: Mapping[str, str], audit: AuditRecord, *,
@@ -111,7 +53,7 @@ def serve(service: str, argv: Sequence[str], env: Mapping[str, str], audit: Audi
 
     session, stale = sessions.open_session(
         sessions.run_dir(env), owner, config.limits,
-        {"caller": caller.name, "profile": profile.name})
+        {"kind": sessions.KINDS[service], "caller": caller.name, "profile": profile.name})
     deadline = time.monotonic() + 60 * config.limits.max_session_minutes
     owned: list[str] = []  # every disposable this request created and has not removed
     alarm = NetvmAlarm()
@@ -129,7 +71,8 @@ def serve(service: str, argv: Sequence[str], env: Mapping[str, str], audit: Audi
             audit.disposable = new
             session.record(owned)
 
-        name = disposable.provision(backend, plan, session.id, created)
+        name = disposable.provision(backend, plan, session.id, created,
+                                    lambda **step: session.record(owned, **step))
 
         def netvm_event(value: str | None) -> None:
             # Only the very gateway the profile requires, set again, is harmless.

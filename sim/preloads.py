@@ -127,7 +127,11 @@ def request_preload(st: dict[str, Any], dvm: str, now: float, processes: Any) ->
             fire(st, disp, "domain-unpaused")
         if not own_feature(q, "internal"):
             dq["features"].pop("internal", None)
-        dq["features"].pop("deferred-netvm-original", None)  # apply_deferred_netvm
+        # apply_deferred_netvm (qubes/vm/mix/net.py): too early while the new
+        # netvm is not running - the feature stays, the old device with it
+        netvm = st["qubes"].get(dq.get("netvm") or "")
+        if netvm is None or netvm["power_state"] != "Halted":
+            dq["features"].pop("deferred-netvm-original", None)
         dq["features"].pop("preload-dispvm-in-progress", None)
         delay = _preload_delay(st, q)
         if not (delay < 0 and preload_list(q)):

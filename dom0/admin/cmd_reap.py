@@ -9,14 +9,18 @@ from typing import Any
 from whonix_open.dom0.admin import common, reaping
 from whonix_open.dom0.admin.findings import SCHEMA_VERSION
 from whonix_open.dom0.admin.inventory import Source
+from whonix_open.dom0.disposable import CONTAINED_TAG
 
 DESCRIPTION = f"""\
-Removes the disposables this service created whose session is gone: a
-DispVM carrying the feature {reaping.MARKER}=<session> while that session's
-service no longer holds its record's lock (it was killed, or dom0 lost the
-run dir). Only such disposables are touched; a qube without that marker, of
-another class, or of a live session is never killed. Liveness is the kernel's
-lock on the record, never a pid, so a reused pid cannot keep an orphan alive.
+Removes the disposables this service created whose session is gone (its
+service no longer holds its record's lock: it was killed). A qube is removed
+only when everything agrees: the dead session's record names it, and it is a
+DispVM of the recorded DVM template with auto_cleanup, created by dom0,
+carrying the tag {CONTAINED_TAG} and the feature {reaping.MARKER}=<that
+session>. A qube that lacks any of it (a marker can be copied from a DVM
+template; a SIGKILL can come before the marks) is reported as "skipped:
+cannot prove ...", never killed. Liveness is the kernel's lock on the
+record, never a pid, so a reused pid cannot keep an orphan alive.
 
 Runs from whonix-open-reap.timer (every few minutes and at boot).
 

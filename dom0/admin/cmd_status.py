@@ -12,12 +12,14 @@ from whonix_open.dom0.admin.findings import SCHEMA_VERSION
 from whonix_open.dom0.admin.inventory import Inventory, Source
 
 DESCRIPTION = """\
-Lists the broker's sessions from its records in the run dir, joined with
-the live system: the calling qube (and, for a disposable caller, the qube
-that created it and against whose limit it counts), the profile, the
-disposable and its power state, the network (a gateway, or offline), the
-age and the time left until the session's maximum lifetime. A session whose
-service died is shown as stale: `whonix-open-admin reap` removes what it left.
+Lists the broker's sessions from its records in the run dir, joined with the
+live system: what it holds (a file, a link or an app), the calling qube
+(and, for a disposable caller, the qube that created it and against whose
+limit it counts), the profile, the disposable and its power state, the
+network (a gateway, or offline), the age and the time left until the
+session's maximum lifetime. A session whose service died is shown as stale
+(with --all), from what its record says: `whonix-open-admin reap` removes
+what it left.
 
 Exit status: 0, 2 usage, 3 qubesd cannot be read."""
 
@@ -46,9 +48,9 @@ def rows(scanned: Sequence[records.Record], inventory: Inventory, now: float) ->
                         else "gone"} for n in r.disposables]
         out.append({
             "session": r.id, "state": "open" if r.alive else "stale", "pid": r.pid,
-            "caller": r.caller, "created_by": _creator(inventory, r.caller),
+            "kind": r.kind, "caller": r.caller, "created_by": _creator(inventory, r.caller),
             "owner": r.owner, "profile": r.profile, "dvm": r.dvm, "network": r.network,
-            "disposables": disposables,
+            "disposables": disposables, "creating": r.creating,
             "age_seconds": round(now - r.started) if r.started else None,
             "left_seconds": max(0, round(r.deadline - now)) if r.deadline else None,
         })
@@ -66,7 +68,7 @@ def _duration(seconds: int | None) -> str:
 def table(data: list[dict]) -> str:
     if not data:
         return "no open sessions"
-    head = ("CALLER", "PROFILE", "DISPOSABLE", "NETWORK", "AGE", "LEFT", "STATE")
+    head = ("CALLER", "KIND", "PROFILE", "DISPOSABLE", "NETWORK", "AGE", "LEFT", "STATE")
     lines = [head]
     for d in data:
         caller = d["caller"] or d["owner"] or "?"
@@ -75,7 +77,9 @@ def table(data: list[dict]) -> str:
             caller += f" (created by {creator})"
         disp = ", ".join(f"{x['name']}" + ("" if x["state"] == "Running" else f" [{x['state']}]")
                          for x in d["disposables"]) or "-"
-        lines.append((caller, d["profile"] or "?", disp, d["network"] or "?",
+        if d["creating"]:
+            disp += f" (creating from {d['creating']})"
+        lines.append((caller, d["kind"] or "?", d["profile"] or "?", disp, d["network"] or "?",
                       _duration(d["age_seconds"]), _duration(d["left_seconds"]), d["state"]))
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from whonix_open.dom0 import sessions
+from whonix_open.dom0.admin import records
 from whonix_open.dom0.admin.findings import SCHEMA_VERSION
 from whonix_open.dom0.admin.inventory import Source, connect
 from whonix_open.dom0.backend import BackendError
@@ -83,6 +84,8 @@ def run(body: Callable[[Source, Mapping[str, str]], int], app: Any,
         return body(source, env)
     except BackendError as e:
         failure = Failure(EXIT_UNREACHABLE, f"cannot read the system from qubesd: {e}")
+    except records.RunDirUnusable as e:
+        failure = Failure(EXIT_UNREACHABLE, str(e))
     except Failure as e:
         failure = e
     error(failure.message)

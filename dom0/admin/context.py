@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from whonix_open.contract import Exit
 from whonix_open.dom0.admin.inventory import Inventory, Qube, Source
+from whonix_open.dom0.admin.readcache import ReadCache
 from whonix_open.dom0.admission import OPT_IN_FEATURE, Caller, would_refuse
 from whonix_open.dom0.backend import Backend
 from whonix_open.dom0.config import CONFIG_ENV, DEFAULT_PATH, Config, ConfigError, load_config
@@ -26,6 +27,7 @@ class Context:
     config: Config | None = None
     config_error: str | None = None
     _plans: dict = field(default_factory=dict)
+    _reads: ReadCache | None = None
 
     @classmethod
     def load(cls, source: Source, env: Mapping[str, str], run_dir: str,
@@ -40,7 +42,10 @@ class Context:
 
     @property
     def backend(self) -> Backend:
-        return self.source.backend
+        """The broker's backend, each read made once per run (readcache.py)."""
+        if self._reads is None:
+            self._reads = ReadCache(self.source.backend)
+        return self._reads  # type: ignore[return-value]
 
     @functools.cached_property
     def global_default_dispvm(self) -> str | None:

@@ -30,6 +30,8 @@ CHECKS = {
     "named-disposable": "a named disposable (no auto-shutdown)",
     "no-auto-cleanup": "a disposable without auto_cleanup",
     "orphan": "a disposable of this service whose session is gone",
+    "unproven": "a disposable that may be one a dead session left but cannot be proven "
+                "so: reap leaves it alone (DESIGN.md, \"The SIGKILL window\")",
     "containment": "an opened disposable reaches nothing outside itself (DESIGN.md, "
                    "Enforcement 8): its tag, and the policy denying it the whonix services "
                    "and every service that carries data to another qube, and other qubes "

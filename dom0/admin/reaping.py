@@ -1,15 +1,19 @@
 """Find and remove the disposables this service left behind - by the
-broker's own rule (service.is_left_by), and nothing else.
+broker's own rule (ownership.proof), and nothing else.
 
-Two ways a disposable is left behind:
-- a dead session's record names it (its flock is free): it is that session's
-  if it carries the marker `whonix-open-session=<session>`, or - killed
-  between recording and marking - it is a DispVM of the recorded DVM
-  template that dom0 created;
-- it carries the marker of a session that has no live record at all (the
-  run dir was lost).
-Live sessions, qubes of another class, another session's and unmarked
-qubes are never touched. Liveness is the record's flock, never a pid.
+A dead session's record (its flock is free) names what it left. A qube is
+removed only when everything the broker puts on its disposables agrees with
+that record (dom0/ownership.py). What cannot be proven is reported - never
+removed:
+- a qube a dead record names that lacks part of the proof (the service was
+  SIGKILLed between creating and marking it);
+- the disposables an interrupted admin.vm.CreateDisposable may have left
+  (the record says one was under way; its result has no name anywhere): the
+  unmarked DispVMs of that DVM template that dom0 created, which look exactly
+  like qrexec's own @dispvm disposables;
+- a DispVM carrying the marker of a session that has no record (a marker
+  can be copied from a DVM template, so it proves nothing by itself).
+Live sessions are never touched. Liveness is the record's flock, never a pid.
 
 Order matters: the inventory is read *before* the records are scanned. A
 broker locks its record before it creates and marks a disposable, so any
@@ -21,11 +25,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from whonix_open.dom0 import disposable, sessions
+from whonix_open.dom0 import disposable, ownership, sessions
 from whonix_open.dom0.admin import records
 from whonix_open.dom0.admin.inventory import Inventory
-from whonix_open.dom0.backend import Backend, NoSuchQube
-from whonix_open.dom0.service import is_left_by
+from whonix_open.dom0.backend import Backend
 
 MARKER = disposable.MARKER_FEATURE
 
@@ -35,6 +38,7 @@ class Orphan(NamedTuple):
     session: str
     running: bool
     stale: sessions.Stale | None = None  # the dead record naming it, if any
+    unproven: str | None = None  # why it cannot be proven this service's: left alone
 
 
 class Action(NamedTuple):
@@ -46,57 +50,70 @@ class Action(NamedTuple):
         return {"qube": self.qube, "session": self.session, "result": self.result}
 
 
+def _running(inventory: Inventory, name: str) -> bool:
+    q = inventory.get(name)
+    return q is not None and q.running
+
+
 def orphans(backend: Backend, inventory: Inventory, alive: Sequence[records.Record],
             stale: Sequence[sessions.Stale]) -> list[Orphan]:
-    """What dead sessions left, as the broker's sweep judges it."""
+    """What dead sessions left, proven or not, as the broker's sweep judges it."""
     found: list[Orphan] = []
     for s in stale:
-        for name in s.disposables:
-            q = inventory.get(name)
-            if q is not None and q.klass == "DispVM" and is_left_by(backend, name, s):
-                found.append(Orphan(name, s.session, q.running, s))
-    seen = {o.qube for o in found}
+        for name in dict.fromkeys([*s.disposables, *ownership.pending_of(s)]):
+            why = ownership.proof(backend, name, s)
+            if why is None:
+                found.append(Orphan(name, s.session, _running(inventory, name), s))
+            elif why != ownership.GONE and name in s.disposables:
+                found.append(Orphan(name, s.session, _running(inventory, name), s, why))
+    named = {o.qube for o in found} | {n for r in alive for n in r.disposables}
+    for s in stale:
+        if s.creating is None:
+            continue
+        for q in sorted(inventory.values()):
+            if q.klass == "DispVM" and q.template == s.creating and q.name not in named \
+                    and ownership.CREATED_BY_DOM0 in q.tags and MARKER not in q.features:
+                found.append(Orphan(q.name, s.session, q.running, s,
+                                    f"an admin.vm.CreateDisposable of {s.creating} was under "
+                                    f"way when session {s.session} died, and this unmarked "
+                                    f"disposable of it may be its result"))
     known = {r.id for r in alive} | {s.session for s in stale}
+    seen = {o.qube for o in found}
     for q in sorted(inventory.values()):
         session = q.features.get(MARKER)
         if q.klass == "DispVM" and session and session not in known and q.name not in seen:
-            found.append(Orphan(q.name, session, q.running))
+            found.append(Orphan(q.name, session, q.running, None,
+                                f"it carries the marker of session {session}, which has no "
+                                f"record (a DVM template's features are copied into its "
+                                f"disposables)"))
     return found
-
-
-def _still_left(backend: Backend, o: Orphan) -> str | None:
-    """None if *o* is still what was left (a fresh read: a dispNNNN name may
-    have been reused meanwhile), else why not."""
-    try:
-        if backend.info(o.qube).klass != "DispVM":
-            return "not a disposable"
-        if o.stale is None and backend.feature(o.qube, MARKER) != o.session:
-            return "marker changed"
-    except NoSuchQube:
-        return "already gone"
-    return None
 
 
 def reap(backend: Backend, inventory: Inventory, run_dir: str, *,
          dry_run: bool) -> list[Action]:
-    """Remove the orphans (or, with *dry_run*, only say which ones)."""
+    """Remove the proven orphans (or, with *dry_run*, only say which ones);
+    report the unproven ones."""
     with records.claimed(run_dir, claim=not dry_run) as claim:
         stale = claim.stale
         found = orphans(backend, inventory, claim.alive, stale)
-        if dry_run:
-            return [Action(o.qube, o.session, "would remove") for o in found]
         actions, left = [], {s.session: [] for s in stale}
+        candidates = {s.session: False for s in stale}
         for o in found:
-            why = _still_left(backend, o)
-            if why is not None:
-                actions.append(Action(o.qube, o.session, f"skipped: {why}"))
+            if o.unproven is not None:
+                actions.append(Action(o.qube, o.session,
+                                      f"skipped: cannot prove it is this service's: {o.unproven}"))
+                if o.stale is not None and o.qube in o.stale.disposables:
+                    left[o.session].append(o.qube)
+                elif o.stale is not None:
+                    candidates[o.session] = True
+            elif dry_run:
+                actions.append(Action(o.qube, o.session, "would remove"))
             elif disposable.destroy(backend, o.qube, remove=True):
                 actions.append(Action(o.qube, o.session, "removed"))
             else:
                 actions.append(Action(o.qube, o.session, "failed"))
-                if o.stale is not None:
-                    left[o.session].append(o.qube)
-        for s in stale:  # as the broker's sweep: keep the record of what is left
-            claim.finish(s, left[s.session])
+                left[o.session].append(o.qube)
+        if not dry_run:
+            for s in stale:  # as the broker's sweep: keep the record of what is left
+                claim.finish(s, left[s.session], s.creating if candidates[s.session] else None)
         return actions
-

@@ -1,11 +1,12 @@
 """The broker's session records, as the admin command shows them.
 
 A record is `<run dir>/<owner>.<pid>.<random>.session` holding JSON
-{"disposables", "pid", "caller", "owner", "profile", "dvm", "network",
-"started", "deadline"}; its session is alive exactly while the service that
-wrote it holds the file's flock (dom0/sessions.py, whose scan this uses). The
-pid is shown, never trusted: a reused pid cannot make a dead session look
-alive.
+{"disposables", "pid", "kind", "caller", "owner", "profile", "dvm",
+"network", "started", "deadline"} and, while the disposable is being
+created, "creating" (a DVM template) or "pending" (a name); its session is
+alive exactly while the service that wrote it holds the file's flock
+(dom0/sessions.py, whose scan this uses). The pid is shown, never trusted: a
+reused pid cannot make a dead session look alive.
 
 The run dir is writable by group qubes: every field is checked, and a field
 that fails the check is dropped, never passed on to qubesd or a terminal.
@@ -27,6 +28,7 @@ class Record(NamedTuple):
     id: str  # the session id: the marker value on its disposables
     alive: bool
     disposables: tuple[str, ...] = ()
+    kind: str | None = None  # what it holds: sessions.KINDS (file, link, app)
     caller: str | None = None
     owner: str | None = None  # the qube the session counts against
     profile: str | None = None
@@ -35,6 +37,10 @@ class Record(NamedTuple):
     pid: int | None = None
     started: float | None = None
     deadline: float | None = None
+    creating: str | None = None  # a CreateDisposable of this DVM template was under way
+
+
+KINDS = frozenset(sessions.KINDS.values())
 
 
 def _num(value: object) -> float | None:
@@ -49,9 +55,11 @@ def _qube(value: object) -> str | None:
 def parse(session_id: str, owner: str | None, raw: Mapping[str, Any], alive: bool) -> Record:
     names = raw.get("disposables")
     disposables = tuple(n for n in names if _qube(n)) if isinstance(names, list) else ()
-    profile, pid = raw.get("profile"), raw.get("pid")
+    profile, pid, kind = raw.get("profile"), raw.get("pid"), raw.get("kind")
     return Record(
-        id=session_id, alive=alive, disposables=disposables, caller=_qube(raw.get("caller")),
+        id=session_id, alive=alive, disposables=disposables,
+        kind=kind if isinstance(kind, str) and kind in KINDS else None,
+        caller=_qube(raw.get("caller")), creating=_qube(raw.get("creating")),
         # "@dispvm" is the shared owner of disposables dom0 cannot trace to a qube
         owner=_qube(raw.get("owner")) or (owner if owner == sessions.SHARED_DISPOSABLES
                                           else _qube(owner)),
@@ -59,6 +67,10 @@ def parse(session_id: str, owner: str | None, raw: Mapping[str, Any], alive: boo
         dvm=_qube(raw.get("dvm")), network=_qube(raw.get("network")),
         pid=pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None,
         started=_num(raw.get("started")), deadline=_num(raw.get("deadline")))
+
+
+class RunDirUnusable(Exception):
+    """The run dir or its lock cannot be used (the message says why)."""
 
 
 class Claim:
@@ -69,10 +81,10 @@ class Claim:
         self.stale = stale
         self._open = {s.session for s in stale}
 
-    def finish(self, stale: sessions.Stale, left: list[str]) -> None:
+    def finish(self, stale: sessions.Stale, left: list[str], creating: str | None) -> None:
         """As the broker's sweep ends: remove the record, or keep it naming *left*."""
         self._open.discard(stale.session)
-        sessions.finish_stale(stale, left)
+        sessions.finish_stale(stale, left, creating)
 
     def release(self) -> None:
         for s in self.stale:
@@ -92,8 +104,11 @@ def claimed(directory: str, claim: bool = False) -> Iterator[Claim]:
     if not os.path.isdir(directory):
         yield Claim([], [])
         return
-    with sessions.dir_lock(directory):
-        alive, stale = sessions.scan_records(directory, claim=claim)
+    try:
+        with sessions.dir_lock(directory):
+            alive, stale = sessions.scan_records(directory, claim=claim)
+    except OSError as e:  # a lock that is a link, not a regular file, unreadable
+        raise RunDirUnusable(f"session directory {directory}: {e.strerror or e}") from None
     claim = Claim([parse(s.session, s.owner, s.record, True) for s in alive], stale)
     try:
         yield claim
@@ -105,6 +120,6 @@ def scan(directory: str) -> list[Record]:
     """Every record, live and dead (a dead one shows what it names)."""
     with claimed(directory) as claim:
         alive, stale = claim.alive, claim.stale
-        dead = [Record(id=s.session, alive=False, disposables=tuple(s.disposables), dvm=s.dvm,
-                       owner=_qube(s.session.rsplit(".", 2)[0])) for s in stale]
+        dead = [parse(s.session, sessions.owner_of_session(s.session), s.record, False)
+                for s in stale]
     return alive + dead

@@ -73,7 +73,8 @@ CASES = {
                          ["qvm-shutdown --wait anon-disp", "qvm-remove anon-disp"]),
     "no-auto-cleanup": ("no-auto-cleanup", "WARN", ["disp4242"],
                         ["qvm-prefs disp4242 auto_cleanup True"]),
-    "orphan": ("orphan", "FAIL", ["disp77"], ["whonix-open-admin reap"]),
+    # marked, but no record names it (the run dir was lost): proves nothing
+    "orphan": ("unproven", "WARN", ["disp77"], ["qvm-kill disp77"]),
     "preload": ("preload", "WARN", ["whonix-workstation-18-dvm"], [
         "qvm-create --class AppVM --template whonix-workstation-18 --label black "
         "--property template_for_dispvms=True whonix-workstation-18-offline",

@@ -49,10 +49,10 @@ def test_status_of_a_session_joins_record_and_system(make_admin):
     assert s["disposables"] == [{"name": "disp77", "state": "Running"}]
     assert 120 <= s["age_seconds"] <= 125 + DEADLINE and s["left_seconds"] <= 3475
     text = admin.run("status").out.splitlines()
-    assert text[0].split() == ["CALLER", "PROFILE", "DISPOSABLE", "NETWORK", "AGE", "LEFT",
-                               "STATE"]
-    assert text[1].split()[:7] == ["disp78", "(created", "by", "anon-whonix)", "tor", "disp77",
-                                   "sys-whonix"]
+    assert text[0].split() == ["CALLER", "KIND", "PROFILE", "DISPOSABLE", "NETWORK", "AGE",
+                               "LEFT", "STATE"]
+    assert text[1].split()[:8] == ["disp78", "(created", "by", "anon-whonix)", "?", "tor",
+                                   "disp77", "sys-whonix"]
 
 
 def test_status_hides_stale_sessions_unless_asked(make_admin):
@@ -61,6 +61,40 @@ def test_status_hides_stale_sessions_unless_asked(make_admin):
     assert admin.run("status").out == "no open sessions\n"
     [s] = admin.run("status", "--all", "--json").json()["sessions"]
     assert s["state"] == "stale"
+
+
+def test_a_stale_session_shows_what_its_record_says(make_admin):
+    """Issue 19: caller, profile and network of a dead session came out null."""
+    admin = make_admin("orphan")
+    admin.session("disp78.4242.0badc0de", {
+        "disposables": ["disp77"], "pid": 4242, "kind": "link", "caller": "disp78",
+        "owner": "anon-whonix", "profile": "tor", "dvm": "whonix-workstation-18-dvm",
+        "network": "sys-whonix", "started": time.time() - 60}, alive=False)
+    [s] = admin.run("status", "--all", "--json").json()["sessions"]
+    assert (s["state"], s["kind"], s["caller"], s["profile"], s["network"], s["dvm"]) == (
+        "stale", "link", "disp78", "tor", "sys-whonix", "whonix-workstation-18-dvm")
+    row = admin.run("status", "--all").out.splitlines()[1].split()
+    assert row[:7] == ["disp78", "(created", "by", "anon-whonix)", "link", "tor", "disp77"]
+    assert row[-1] == "stale"
+
+
+def test_records_say_what_a_session_holds(make_admin):
+    admin = make_admin()
+    admin.sim.set_fault("disposable_behaviour", "hang")
+    broker = Broker(admin.sim, admin.tmp)
+    procs = [broker.start(service=s, arg=a) for s, a in (
+        ("whonix.ViewInDisposable", "offline"), ("whonix.OpenURLInDisposable", "tor"))]
+    try:
+        for p in procs:
+            p.stdin.write(b"a.txt".ljust(256, b"\0") if p is procs[0] else b"https://x.org\n")
+            p.stdin.flush()
+        wait_for(lambda: len(admin.sim.services()) == 2 or None, "both relays")
+        kinds = sorted(s["kind"] for s in admin.run("status", "--json").json()["sessions"])
+        assert kinds == ["file", "link"]
+    finally:
+        for p in procs:
+            p.terminate()
+            p.communicate(timeout=DEADLINE)
 
 
 def test_hostile_record_fields_are_dropped(make_admin):

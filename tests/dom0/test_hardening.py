@@ -169,19 +169,28 @@ def test_offline_treats_any_netvm_event_as_a_change(broker, sim):
 # --- 7.4: signals at each step of create -> record -> mark -> set -> start -----
 
 # (profile, call, when). tor fits the DVM template's own netvm (CreateDisposable);
-# offline does not (Create.DispVM, then auto_cleanup and netvm are set).
+# offline does not (Create.DispVM: auto_cleanup, tag, marker, then the netvm).
 STEPS = [
     ("tor", "admin.vm.CreateDisposable", "after"),  # made; its name is on the way
     ("tor", "admin.vm.tag.Set", "before"),          # recorded, not yet tagged nor marked
     ("tor", "admin.vm.feature.Set", "before"),      # tagged, not yet marked
     ("tor", "admin.vm.property.Set", "before"),     # marked, default_dispvm not yet none
     ("tor", "admin.vm.Start", "before"),            # verified, not yet started
-    ("offline", "admin.vm.Create.DispVM", "after"),
+    ("offline", "admin.vm.Create.DispVM", "after"),  # made; its name was recorded before
+    ("offline", "admin.vm.property.Set", "before"),  # recorded, auto_cleanup not yet set
     ("offline", "admin.vm.tag.Set", "before"),
-    ("offline", "admin.vm.property.Set", "before"),  # marked, auto_cleanup not yet set
+    ("offline", "admin.vm.feature.Set", "before"),  # not yet marked
     ("offline", "admin.vm.Start", "before"),
 ]
-SIGKILL_STEPS = [s for s in STEPS if s[2] == "before"]
+# A SIGKILL (nothing in the service runs) leaves the disposable; the next
+# request removes it when the record proves it is this service's: once it is
+# marked, or - Create.DispVM - by the name recorded before the call.
+SIGKILL_PROVEN = [s for s in STEPS if s[2] == "before"
+                  and (s[0] == "offline" or s[1] in ("admin.vm.property.Set", "admin.vm.Start"))]
+# Recorded but not yet marked after CreateDisposable: qubesd chose the name,
+# and a record alone cannot prove the qube of that name is still that one.
+SIGKILL_UNPROVEN = [("tor", "admin.vm.tag.Set", "before"),
+                    ("tor", "admin.vm.feature.Set", "before")]
 
 
 def _paused(sim, method: str, when: str) -> bool:
@@ -211,7 +220,7 @@ def test_sigterm_at_each_step_leaves_no_disposable(broker, sim, profile, method,
     assert sim.disposables() == []
 
 
-@pytest.mark.parametrize(("profile", "method", "when"), SIGKILL_STEPS)
+@pytest.mark.parametrize(("profile", "method", "when"), SIGKILL_PROVEN)
 def test_sigkill_after_the_record_is_swept_by_the_next_request(broker, sim, profile, method,
                                                                when):
     proc = _service_paused_at(broker, sim, profile, method, when, 60)
@@ -223,6 +232,21 @@ def test_sigkill_after_the_record_is_swept_by_the_next_request(broker, sim, prof
     assert r.code == Exit.OK, r.err
     assert f"removing {left}" in r.err
     assert sim.disposables() == []
+
+
+@pytest.mark.parametrize(("profile", "method", "when"), SIGKILL_UNPROVEN)
+def test_sigkill_before_marking_leaves_a_reported_disposable(broker, sim, profile, method,
+                                                             when):
+    proc = _service_paused_at(broker, sim, profile, method, when, 60)
+    proc.kill()
+    proc.wait(timeout=DEADLINE)
+    (left,) = sim.disposables()
+    sim.set_fault("slow_call", None)
+    r = broker.open_file()
+    assert r.code == Exit.OK, r.err
+    assert sim.disposables() == [left]  # never killed on a guess
+    (record,) = broker.run_dir.glob("*.sweep")  # kept, naming it, for check and reap
+    assert left in record.read_text()
 
 
 def test_an_unmarked_recorded_name_of_another_template_is_not_killed(broker, sim):

@@ -156,3 +156,31 @@ def test_a_taken_create_dispvm_name_is_retried(sim, monkeypatch):
     assert name == created[0] == "whonix-open-disp8"
     assert sim.qube("whonix-open-disp7")["klass"] == "AppVM"  # the other one untouched
     assert sim.qube(name)["netvm"] is None and sim.qube(name)["auto_cleanup"] is True
+
+
+def test_a_preload_whose_netvm_change_is_deferred_is_refused(broker, sim, preloading):
+    """Issue 15 (4): on R4.3 a netvm set on a paused preload is deferred
+    (feature deferred-netvm-original) and, while the new netvm is halted,
+    stays deferred when the preload is handed out (qubes-core-admin
+    qubes/vm/mix/net.py apply_deferred_netvm): its `netvm` names the gateway,
+    its network device is still the old one's. The broker refuses (67) and
+    destroys it; nothing reaches it."""
+    ready = preloading(2)
+    for name in ready:
+        sim.set_feature(name, "deferred-netvm-original", "sys-firewall")
+    sim.set_property("sys-whonix", "power_state", "Halted")
+    r = broker.open_file()
+    assert r.code == Exit.NETWORK_REFUSED, r.err
+    assert "deferred-netvm-original" in r.err and "sys-firewall" in r.err
+    assert not [s for s in sim.services() if s["service"] == "qubes.OpenInVM"]
+    assert len(set(ready) - set(sim.disposables())) == 1  # the one handed out is gone
+
+
+def test_a_deferred_netvm_that_qubesd_applies_on_use_is_fine(broker, sim, preloading):
+    """The same preload while its netvm runs: qubesd applies the change when
+    it hands it out (the feature goes), and the open goes ahead."""
+    ready = preloading(1)
+    sim.set_feature(ready[0], "deferred-netvm-original", "sys-firewall")
+    r = broker.open_file()
+    assert r.code == Exit.OK, r.err
+    assert _relayed(sim)["qube"] == ready[0]

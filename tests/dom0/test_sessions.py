@@ -3,6 +3,7 @@
 import fcntl
 import json
 import os
+import stat
 
 import pytest
 
@@ -117,3 +118,67 @@ def test_dotted_owner_names_are_counted_apart(tmp_path):
             take(tmp_path, "my.vm", Limits(per_qube=1, total=10))
     finally:
         os.close(fd)
+
+
+# --- issue 15 (1, 2): files usable by every user of the run dir; entries untrusted ---
+
+def test_lock_and_records_are_group_usable_whatever_the_umask(tmp_path):
+    """The reap timer ran as root with umask 022 and made `.lock` 0640: the
+    services (dom0's user, group qubes) could no longer open it (73)."""
+    old = os.umask(0o077)
+    try:
+        session, _ = take(tmp_path)
+        try:
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+        finally:
+            session.release()
+    finally:
+        os.umask(old)
+    assert modes == {".lock": 0o660, f"{session.id}.session": 0o660}
+
+
+def test_an_existing_lock_is_used_read_only_and_left_as_it_is(tmp_path):
+    lock = tmp_path / ".lock"
+    lock.write_bytes(b"")
+    lock.chmod(0o440)  # as tmpfiles could make it: read access is enough for flock
+    session, _ = take(tmp_path)
+    session.release()
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o440
+
+
+def test_a_symlink_as_lock_is_never_followed(tmp_path):
+    run, target = tmp_path / "run", tmp_path / "elsewhere"
+    run.mkdir()
+    (run / ".lock").symlink_to(target)
+    with pytest.raises(Refusal) as e:
+        take(run)
+    assert e.value.code == Exit.INTERNAL and "session directory" in e.value.reason
+    assert not target.exists()  # root's reap used to create it
+
+
+def test_a_lock_that_is_not_a_regular_file_is_refused(tmp_path):
+    os.mkfifo(tmp_path / ".lock")
+    with pytest.raises(Refusal) as e:
+        take(tmp_path)
+    assert e.value.code == Exit.INTERNAL and "not a regular file" in e.value.reason
+
+
+def test_run_dir_entries_that_are_not_regular_records_are_left_alone(tmp_path):
+    """A directory named like a record crashed reap and made every request
+    fail with 73; a symlink was opened (and renamed, and written) through."""
+    outside = tmp_path / "outside.json"
+    outside.write_text('{"disposables": ["vault"]}')
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "x.1.2.session").mkdir()
+    (run / "y.1.3.session").symlink_to(outside)
+    os.mkfifo(run / "z.1.4.session")
+    (run / "not-a-record.session").write_text("{}")  # no pid, no random part
+    (run / "..1.5.session").write_text("{}")  # not a qube name
+    session, stale = take(run)
+    session.release()
+    assert stale == []
+    assert outside.read_text() == '{"disposables": ["vault"]}'
+    assert sorted(os.listdir(run)) == sorted([".lock", "x.1.2.session", "y.1.3.session",
+                                              "z.1.4.session", "not-a-record.session",
+                                              "..1.5.session"])

@@ -60,12 +60,21 @@ def _disposables(ctx: Context) -> list[Finding]:
 def _orphans(ctx: Context) -> list[Finding]:
     with records.claimed(ctx.run_dir) as claim:
         found = reaping.orphans(ctx.backend, ctx.inventory, claim.alive, claim.stale)
-    if not found:
-        return [finding("orphan", PASS, "no disposable of this service outlived its session")]
-    return [finding("orphan", FAIL,
-                    f"disposable {o.qube} ({'running' if o.running else 'halted'}) was "
-                    f"created by session {o.session}, which is gone", [o.qube],
-                    ["whonix-open-admin reap"]) for o in found]
+    proven = [o for o in found if o.unproven is None]
+    out = [finding("orphan", FAIL,
+                   f"disposable {o.qube} ({'running' if o.running else 'halted'}) was "
+                   f"created by session {o.session}, which is gone", [o.qube],
+                   ["whonix-open-admin reap"]) for o in proven]
+    if not proven:
+        out.append(finding("orphan", PASS, "no disposable of this service outlived its session"))
+    out += [finding("unproven", WARN,
+                    f"disposable {o.qube} ({'running' if o.running else 'halted'}) may have been "
+                    f"left by session {o.session}, which is gone; that cannot be proven "
+                    f"({o.unproven}), so reap leaves it alone: remove it if nothing uses it",
+                    [o.qube],
+                    [f"qvm-kill {o.qube}"] if o.running else [f"qvm-remove --force {o.qube}"])
+            for o in found if o.unproven is not None]
+    return out
 
 
 def run(ctx: Context) -> list[Finding]:
