@@ -176,6 +176,18 @@ class QubesadminBackend:
         with self._translate():
             del self.app.domains[name]
 
+    def create_appvm(self, template: str, name: str, label: str) -> None:
+        with self._translate(2):  # Create.AppVM, then add_new_vm's admin.vm.List
+            self.app.add_new_vm("AppVM", name=name, label=label, template=template)
+
+    def remove_feature(self, name: str, key: str) -> None:
+        with self._translate():
+            del self._vm(name).features[key]
+
+    def property_names(self, name: str) -> frozenset[str]:
+        with self._translate():
+            return frozenset(self._vm(name).property_list())
+
     def add_tag(self, name: str, tag: str) -> None:
         with self._translate():
             self._vm(name).tags.add(tag)

@@ -45,7 +45,7 @@ class SimQubes:
         else:
             loaded = scenarios.load(scenario)
         sim = cls(directory)
-        sim.state.initialise(empty_state(loaded["qubes"], loaded["faults"]))
+        sim.state.initialise(empty_state(loaded["qubes"], loaded["faults"], loaded["release"]))
         sim.settle()  # qubesd fills the preload queues when it starts
         return sim
 

@@ -25,17 +25,20 @@ Sources (QubesOS/qubes-core-admin, see docs/QUBES-FACTS.md):
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 from whonix_open.sim.preloads import (
     dvm_changed,
+    remove_excess,
     request_preload,
     schedule_refill,
     tick,
 )
 from whonix_open.sim.qubes_objects import (
+    LABELS,
     PROPERTIES,
     STORED,
     AlreadyExists,
@@ -56,12 +59,13 @@ from whonix_open.sim.qubes_objects import (
     fire,
     get_qube,
     halt,
-    has_prop,
     klass_of,
     new_disposable,
     new_dispvm,
     preload_list,
     prop_value,
+    props_of,
+    release,
     reset_stored,
     serialize,
     set_stored,
@@ -152,16 +156,23 @@ def property_get(st: dict[str, Any], c: Call) -> str:
 def property_get_all(st: dict[str, Any], c: Call) -> str:
     q = get_qube(st, c.dest)
     out = []
-    for prop in sorted(p for p in PROPERTIES if has_prop(q, p)):
+    for prop in props_of(st, q):
         c2 = Call(c.method, c.src, c.dest, prop)
         value = property_get(st, c2).replace("\\", "\\\\").replace("\n", "\\n")
         out.append(f"{prop} {value}\n")
     return "".join(out)
 
 
+def property_list(st: dict[str, Any], c: Call) -> str:
+    """admin.vm.property.List: one property name per line."""
+    if c.arg:
+        raise PermissionDenied("")  # self.enforce(not self.arg)
+    return "".join(f"{p}\n" for p in props_of(st, get_qube(st, c.dest)))
+
+
 def property_set(st: dict[str, Any], c: Call) -> None:
     q = get_qube(st, c.dest)
-    if not has_prop(q, c.arg):
+    if c.arg not in props_of(st, q):
         raise NoSuchProperty(f"Invalid property '{c.arg}' of {c.dest}")
     try:
         text = c.payload.decode("ascii")
@@ -215,7 +226,7 @@ def _check_netvm(st: dict[str, Any], name: str, q: dict[str, Any], netvm: str | 
 
 def property_reset(st: dict[str, Any], c: Call) -> None:
     q = get_qube(st, c.dest)
-    if not has_prop(q, c.arg) or c.arg not in STORED:
+    if c.arg not in props_of(st, q) or c.arg not in STORED:
         raise NoSuchProperty(f"Invalid property '{c.arg}' of {c.dest}")
     if c.arg == "template":
         raise ValueErr("Cannot unset template")
@@ -246,10 +257,40 @@ def feature_set(st: dict[str, Any], c: Call) -> None:
         value = c.payload.decode("ascii")
     except UnicodeDecodeError:
         raise ProtocolError("Feature value contains non-ASCII characters") from None
+    if c.arg == "preload-dispvm-max" and release(st) != "4.2":
+        _check_preload_max(st, c.dest, value)
     q["features"][c.arg] = value
     fire(st, c.dest, f"domain-feature-set:{c.arg}", feature=c.arg, value=value)
     if c.arg.startswith("preload-dispvm-max"):
         schedule_refill(st, c.dest, c.now, 0)
+
+
+def _check_preload_max(st: dict[str, Any], name: str, value: str) -> None:
+    """dvmtemplate.on_feature_pre_set_preload_dispvm_max (R4.3): the qube
+    must support qrexec and the RPC preloads wait for, the value be digits."""
+    def with_template(key: str) -> str | None:
+        try:
+            return feature_check_with_template(st, Call("", "dom0", name, key))
+        except FeatureNotFound:
+            return None
+    if not with_template("qrexec"):
+        raise ValueErr("Qube does not support qrexec")
+    if not with_template("supported-rpc.qubes.WaitForRunningSystem"):
+        raise ValueErr("Qube does not support the RPC 'qubes.WaitForRunningSystem'")
+    if not (value or "0").isdigit():
+        raise ValueErr("Invalid preload-dispvm-max value: not a digit")
+
+
+def feature_remove(st: dict[str, Any], c: Call) -> None:
+    """admin.vm.feature.Remove; deleting preload-dispvm-max (R4.3) cleans
+    up the DVM template's preloads (on_feature_delete_preload_dispvm_max)."""
+    q = get_qube(st, c.dest)
+    if c.arg not in q["features"]:
+        raise FeatureNotFound(f"{c.dest}: feature {c.arg}")
+    del q["features"][c.arg]
+    fire(st, c.dest, f"domain-feature-delete:{c.arg}", feature=c.arg)
+    if c.arg == "preload-dispvm-max" and release(st) != "4.2":
+        remove_excess(st, c.dest, c.now, c.processes)
 
 
 def tag_list(st: dict[str, Any], c: Call) -> str:
@@ -270,7 +311,7 @@ def tag_set(st: dict[str, Any], c: Call) -> None:
 
 
 def create_disposable(st: dict[str, Any], c: Call) -> str:
-    if c.arg not in ("", "preload"):
+    if c.arg not in ("", "preload") or (c.arg and release(st) == "4.2"):
         raise ProtocolError("Invalid argument")
     if c.payload not in (b"", b"uuid"):
         raise ProtocolError("Invalid payload, expected empty string or 'uuid'")
@@ -289,6 +330,63 @@ def create_disposable(st: dict[str, Any], c: Call) -> str:
     name = request_preload(st, dvm, c.now, c.processes) or new_disposable(st, dvm, c.src)
     add_tags(st["qubes"][name], f"created-by-{c.src}", f"disp-created-by-{c.src}")
     return f"uuid:{prop_value(st, name, 'uuid')[1]}" if c.payload else name
+
+
+def _create_params(c: Call) -> dict[str, str]:
+    """The payload of admin.vm.Create.<class> (api/admin.py _vm_create):
+    'name=N label=L', both required, nothing else (no pool: CreateInPool)."""
+    params: dict[str, str] = {}
+    try:
+        for item in c.payload.decode("ascii").split(" "):
+            key, value = item.split("=", 1)
+            if key in params:
+                raise ProtocolError("duplicated parameters")
+            if key not in ("name", "label"):
+                raise ProtocolError("Invalid param name")
+            params[key] = value
+    except (UnicodeDecodeError, ValueError):
+        raise ProtocolError("Invalid payload") from None
+    if set(params) != {"name", "label"}:
+        raise ProtocolError("Missing name or label")
+    return params
+
+
+def _validate_name(name: str) -> None:
+    """qubes.vm.validate_name."""
+    if len(name) > 31:
+        raise ValueErr("VM name must be shorter than 32 characters")
+    if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_.-]*", name):
+        raise ValueErr("VM name contains illegal characters")
+    if name in ("none", "default", "Domain-0") or name.endswith("-dm"):
+        raise ValueErr(f"VM name cannot be {name!r}")
+
+
+def create_appvm(st: dict[str, Any], c: Call) -> None:
+    """admin.vm.Create.AppVM+<template>, payload 'name=N label=L': a halted
+    AppVM of that TemplateVM, every property but label and template at its
+    default (netvm: the global default_netvm), tag created-by-<src>."""
+    if c.dest != "dom0":
+        raise PermissionDenied("")
+    if not c.arg:
+        raise ValueErr("AppVM needs a template")  # AppVM.template has no default
+    tpl = get_qube(st, c.arg)
+    params = _create_params(c)
+    name = params["name"]
+    _validate_name(name)
+    label = params["label"]
+    if label.isdigit() or not all(ch.isalnum() or ch in "-_." for ch in label):
+        raise PermissionDenied("")
+    if label not in LABELS:
+        raise QubesdError(f"Label does not exist: {label}")  # QubesLabelNotFoundError
+    if name in st["qubes"]:
+        raise ValueErr(f"VM {name} already exists")
+    if tpl["klass"] != "TemplateVM":
+        raise ValueErr(f"template of AppVM {name} must be a TemplateVM, not {tpl['klass']}")
+    st["qubes"][name] = {"klass": "AppVM", "template": c.arg, "label": label,
+                         "features": {}, "tags": [f"created-by-{c.src}"],
+                         "power_state": "Halted", "default_props": [],
+                         "netvm_set_count": 0}
+    fire(st, "", "domain-add", vm=name)
 
 
 def create_dispvm(st: dict[str, Any], c: Call) -> None:
@@ -350,15 +448,31 @@ def kill(st: dict[str, Any], c: Call) -> None:
 
 
 def remove(st: dict[str, Any], c: Call) -> None:
+    """admin.vm.Remove: a halted qube that no other qube (nor a global
+    property) uses through a property set explicitly; the DVM template of a
+    preloaded disposable may go (app.py on_domain_pre_deleted)."""
     q = get_qube(st, c.dest)
     if q["klass"] == "AdminVM":
         raise VMInUse("'dom0' cannot be removed")
     if q["power_state"] != "Halted":
         raise VMNotHalted(f"{c.dest} is not halted")
-    users = sorted(n for n, o in st["qubes"].items() if n != c.dest and c.dest in
-                   (o.get("template"), o.get("netvm"), o.get("default_dispvm")))
+    users = []
+    for n, o in st["qubes"].items():
+        if n == c.dest:
+            continue  # a qube may reference itself
+        preload = release(st) != "4.2" and n in preload_list(st["qubes"].get(
+            o.get("template") or "", {"features": {}}))
+        for prop in ("template", "netvm", "default_dispvm", "management_dispvm"):
+            if prop not in props_of(st, o):
+                continue
+            is_default, value = prop_value(st, n, prop)
+            if value == c.dest and not is_default and not (
+                    preload and prop in ("template", "default_dispvm")):
+                users.append(f"{n}:{prop}")
+    users += [f"@GLOBAL:{k}" for k, v in st.get("globals", {}).items() if v == c.dest]
     if users:
-        raise VMInUse(f"{c.dest} is in use by {', '.join(users)}")
+        raise VMInUse(f"Domain is in use: {c.dest!r};  see 'journalctl -u qubesd -e' in "
+                      f"dom0 for details")
     del st["qubes"][c.dest]
     st["processes"].pop(c.dest, None)
     fire(st, "", "domain-delete", vm=c.dest)
@@ -382,15 +496,18 @@ METHODS: dict[str, Callable[[dict[str, Any], Call], Any]] = {
     "admin.vm.List": vm_list,
     "admin.vm.property.Get": property_get,
     "admin.vm.property.GetAll": property_get_all,
+    "admin.vm.property.List": property_list,
     "admin.vm.property.Set": property_set,
     "admin.vm.property.Reset": property_reset,
     "admin.vm.feature.Get": feature_get,
     "admin.vm.feature.CheckWithTemplate": feature_check_with_template,
     "admin.vm.feature.Set": feature_set,
+    "admin.vm.feature.Remove": feature_remove,
     "admin.vm.tag.List": tag_list,
     "admin.vm.tag.Get": tag_get,
     "admin.vm.tag.Set": tag_set,
     "admin.vm.CreateDisposable": create_disposable,
+    "admin.vm.Create.AppVM": create_appvm,
     "admin.vm.Create.DispVM": create_dispvm,
     "admin.vm.Start": start,
     "admin.vm.Kill": kill,

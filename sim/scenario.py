@@ -8,6 +8,8 @@ not code. Top-level keys:
                                    # path relative to this file; its qubes and
                                    # faults are the starting point
     remove_qubes = ["vault"]       # optional: drop these qubes of the base
+    release = "4.3"                # optional: the Qubes release qubesd is,
+                                   # "4.3" (default) or "4.2" (no preloads)
     [qubes.NAME]                   # one table per qube; with `extends`, the
     klass = "AppVM"                # fields given replace the base's fields
     ...
@@ -77,7 +79,8 @@ FAULTS: dict[str, tuple[tuple[type, ...], Any]] = {
     "slow_call": ((list,), None),
 }
 
-TOP_LEVEL = ("description", "extends", "remove_qubes", "qubes", "faults")
+TOP_LEVEL = ("description", "extends", "remove_qubes", "release", "qubes", "faults")
+RELEASES = ("4.2", "4.3")
 
 
 class ScenarioError(ValueError):
@@ -237,6 +240,9 @@ def validate(data: Mapping[str, Any], source: str = "scenario",
 
     raw: dict[str, dict[str, Any]] = {}
     faults = default_faults()
+    release = data.get("release", base.get("release", "4.3") if base else "4.3")
+    if release not in RELEASES:
+        raise ScenarioError(f"{source}: release must be one of {', '.join(RELEASES)}")
     if base is not None:
         raw = {n: {k: v for k, v in q.items() if k in QUBE_FIELDS}
                for n, q in base["qubes"].items()}
@@ -267,7 +273,7 @@ def validate(data: Mapping[str, Any], source: str = "scenario",
         raise ScenarioError(f"{source}: faults must be a table")
     for key, value in faults_in.items():
         faults[key] = check_fault(key, value, f"{source}: faults")
-    return {"qubes": qubes, "faults": faults}
+    return {"qubes": qubes, "faults": faults, "release": release}
 
 
 def _parse(path: Path) -> dict[str, Any]:

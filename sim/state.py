@@ -43,10 +43,12 @@ class StateError(Exception):
     """The sim directory has no usable state (not initialised, or corrupt)."""
 
 
-def empty_state(qubes: dict[str, Any], faults: dict[str, Any]) -> dict[str, Any]:
-    """A fresh state holding these qubes and faults and no history."""
+def empty_state(qubes: dict[str, Any], faults: dict[str, Any],
+                release: str = "4.3") -> dict[str, Any]:
+    """A fresh state holding these qubes and faults and no history; *release*
+    is the Qubes release the simulated qubesd behaves as."""
     return {"version": STATE_VERSION, "qubes": qubes, "faults": faults, "calls": [],
-            "processes": {}, "services": [], "received": []}
+            "processes": {}, "services": [], "received": [], "release": release}
 
 
 class SimState:
