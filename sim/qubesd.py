@@ -53,6 +53,7 @@ from whonix_open.sim.qubes_objects import (
     VMNotFound,
     VMNotHalted,
     VMNotStarted,
+    _uuid4,
     add_tags,
     boot,
     events_after,
@@ -384,7 +385,7 @@ def create_appvm(st: dict[str, Any], c: Call) -> None:
         raise ValueErr(f"template of AppVM {name} must be a TemplateVM, not {tpl['klass']}")
     st["qubes"][name] = {"klass": "AppVM", "template": c.arg, "label": label,
                          "features": {}, "tags": [f"created-by-{c.src}"],
-                         "power_state": "Halted", "default_props": [],
+                         "power_state": "Halted", "uuid": _uuid4(), "default_props": [],
                          "netvm_set_count": 0}
     fire(st, "", "domain-add", vm=name)
 

@@ -69,7 +69,8 @@ def _describe(s: dvm_setup.ProfileSetup) -> str:
     text = {"create": f"new DVM template {s.dvm} ({net})",
             "complete": f"DVM template {s.dvm} ({net}), completed",
             "ready": f"DVM template {s.dvm} ({net}), made by setup before",
-            "fits": f"DVM template {s.dvm} ({net}) already fits; left as it is"}[s.action]
+            "fits": f"DVM template {s.dvm} ({net}) is on the fast path already; left as it is"
+            }[s.action]
     pre = f"{s.preloads} preloaded" if s.preloads else "no preloads"
     return f"profile {s.profile}: {text}; {pre}" + (f" - {s.note}" if s.note else "")
 

@@ -7,6 +7,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from whonix_open.dom0.admin.dvm_setup import preloads_supported
 from whonix_open.dom0.admin.inventory import Inventory, Qube, Source
 from whonix_open.dom0.backend import Backend
 from whonix_open.dom0.config import CONFIG_ENV, DEFAULT_PATH, Config, ConfigError, load_config
@@ -44,6 +45,12 @@ class Context:
     def global_default_dispvm(self) -> str | None:
         """Read only when needed (one admin.property.Get)."""
         return self.source.global_default_dispvm()
+
+    @functools.cached_property
+    def preloads_supported(self) -> bool:
+        """R4.3 or later (one admin.vm.property.List, see dvm_setup)."""
+        dvms = self.ws_dvms()
+        return bool(dvms) and preloads_supported(self.backend, dvms[0].name)
 
     @property
     def config_path(self) -> str:

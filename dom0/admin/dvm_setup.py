@@ -7,7 +7,9 @@ profile whose DVM template does not fit, setup makes one that does: a new
 AppVM of the same Whonix-Workstation TemplateVM (qvm-create semantics, not
 qvm-clone: see DESIGN.md, "Administration"), marked with the feature MARKER
 = the profile's name, and pins the profile to it in profiles.toml. A profile
-that already fits is left alone (its DVM template is not setup's).
+whose DVM template is on the fast path already is left alone; one whose DVM
+template has its network but no preloads gets one of its own too, because
+setup never changes a qube it did not make.
 
 Everything is decided and checked before the first change (plan_setup,
 plan_undo); a change is one Admin API call, listed with the qvm-* command
@@ -66,7 +68,9 @@ class ProfileSetup(NamedTuple):
     profile: str
     network: str  # a gateway's name or "offline"
     dvm: str  # the DVM template the profile uses after setup
-    action: str  # "create", "complete", "ready" (setup's, nothing to do), "fits"
+    # "create"; "complete" or "ready" (setup's; changed / nothing to do); "fits"
+    # (the profile's own DVM template is on the fast path already: left alone)
+    action: str
     preloads: int  # preload-dispvm-max after setup
     memory: int  # MB each preloaded disposable starts with
     note: str = ""
@@ -118,13 +122,11 @@ def _profile_setup(backend: Backend, config: Config, name: str, preloads: int | 
     source = backend.info(plan.dvm)
     wanted = (DEFAULT_PRELOADS if preloads is None else preloads) if supported else 0
     if backend.feature(plan.dvm, MARKER) != name:
-        if plan.fits_dvm:  # not setup's, and already the fast path's rule
-            have = _int(backend.feature(plan.dvm, PRELOAD_MAX))
-            note = "" if have or not supported else (
-                f"it keeps no preloaded disposables: qvm-features {plan.dvm} {PRELOAD_MAX} "
-                f"{wanted or DEFAULT_PRELOADS}")
+        have = _int(backend.feature(plan.dvm, PRELOAD_MAX))
+        if plan.fits_dvm and (have or not supported):
+            # not setup's, and on the fast path already (R4.2: as fast as it gets)
             return ProfileSetup(name, plan.network, plan.dvm, "fits", have if supported else 0,
-                                source.memory, note), []
+                                source.memory), []
         if not source.template or classes.get(source.template) != "TemplateVM":
             raise SetupError(f"profile {name}: DVM template {plan.dvm} is not based on a "
                              f"TemplateVM; pin profiles.{name}.dvm to one that is")

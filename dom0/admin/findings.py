@@ -33,7 +33,8 @@ CHECKS = {
     "containment": "an opened disposable cannot start anything elsewhere (DESIGN.md, "
                    "Enforcement 8): its tag, and the policy denying it every service that "
                    "opens or runs something in another qube",
-    "preload": "which profiles can use the R4.3 preloaded disposables of their DVM template",
+    "fast-path": "a profile takes an R4.3 preloaded disposable (its DVM template has the "
+                 "profile's network and keeps preloads), or which setup command gives it one",
     "policy": "qrexec policy: loads, who may call each service and profile, shadowing",
 }
 
