@@ -137,9 +137,7 @@ class Backend(Protocol):
 
     def create_appvm(self, template: str, name: str, label: str) -> None:
         """admin.vm.Create.AppVM+TEMPLATE, payload `name=N label=L`: a halted
-        AppVM with every other property at its default (qvm-create). The
-        qubesadmin backend does it as qvm-create does (`app.add_new_vm`,
-        which lists the qubes afterwards: one admin.vm.List more)."""
+        AppVM with every other property at its default (qvm-create's call)."""
 
     def remove_feature(self, name: str, key: str) -> None:
         """admin.vm.feature.Remove (raises BackendError if it is not set)."""

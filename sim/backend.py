@@ -194,7 +194,6 @@ class SimBackend:
 
     def create_appvm(self, template: str, name: str, label: str) -> None:
         self._call(CREATE_APPVM, "dom0", template, f"name={name} label={label}".encode("ascii"))
-        self._call(LIST, "dom0")  # what qubesadmin's add_new_vm does next
 
     def remove_feature(self, name: str, key: str) -> None:
         self._call(FEATURE_REMOVE, name, key)
