@@ -72,7 +72,7 @@ def _describe(s: dvm_setup.ProfileSetup) -> str:
             "fits": f"DVM template {s.dvm} ({net}) is on the fast path already; left as it is"
             }[s.action]
     pre = f"{s.preloads} preloaded" if s.preloads else "no preloads"
-    return f"profile {s.profile}: {text}; {pre}" + (f" - {s.note}" if s.note else "")
+    return f"profile {s.profile}: {text}; {pre}"
 
 
 def _run(source: Source, env: Mapping[str, str], opts: argparse.Namespace) -> int:
@@ -117,8 +117,9 @@ def _run(source: Source, env: Mapping[str, str], opts: argparse.Namespace) -> in
         for s in plan.profiles:
             print(_describe(s))
         if not plan.preloads_supported:
-            print("this qubesd has no preloaded disposables (R4.2): the DVM templates "
-                  "spare a change of netvm, preloads need R4.3")
+            print("this qubesd has no preloaded disposables (R4.2): each open still boots "
+                  "one, of a DVM template that has the profile's network; preloads need "
+                  "Qubes R4.3")
     elif not plan.qubes:
         print("setup made no qubes here")
     if not plan.changes:

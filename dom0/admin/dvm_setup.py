@@ -73,7 +73,6 @@ class ProfileSetup(NamedTuple):
     action: str
     preloads: int  # preload-dispvm-max after setup
     memory: int  # MB each preloaded disposable starts with
-    note: str = ""
 
     def to_json(self) -> dict:
         return dict(self._asdict())
@@ -175,11 +174,10 @@ def _profile_setup(backend: Backend, config: Config, name: str, preloads: int | 
         changes.append(_set_feature(target, PRELOAD_MAX, str(wanted)))
     else:
         wanted = have if supported else 0
-    note = "" if supported else "preloaded disposables need Qubes R4.3"
     if current is not None:
         action = "complete" if changes else "ready"
     return ProfileSetup(name, plan.network, target, action, wanted,
-                        current.memory if current else source.memory, note), changes
+                        current.memory if current else source.memory), changes
 
 
 def _int(value: str | None) -> int:

@@ -23,6 +23,7 @@ from whonix_open.dom0.config import Config, ConfigError, parse_config
 TAG = "  # whonix-open-admin setup"
 REPLACED = "# whonix-open-admin setup replaced: "
 CREATED = "# whonix-open profiles (README: Profiles), made by" + TAG
+SEPARATOR = "# --- tables added by whonix-open-admin setup (setup --undo removes them) ---"
 
 
 class EditError(Exception):
@@ -62,6 +63,8 @@ def pin(text: str | None, pins: Mapping[str, str], path: str) -> str:
         start = next((i for i, line in enumerate(lines) if _header(profile).fullmatch(line)),
                      None)
         if start is None:
+            if SEPARATOR not in lines:
+                lines.append(SEPARATOR)
             lines += [f"[profiles.{profile}]{TAG}", value]
             continue
         end = next((i for i in range(start + 1, len(lines))
@@ -91,6 +94,8 @@ def unpin(text: str | None) -> str | None:
     for line in text.splitlines():
         if line == CREATED:
             created = True
+        elif line == SEPARATOR:
+            continue
         elif line.startswith(REPLACED):
             kept.append(line[len(REPLACED):])
         elif not line.endswith(TAG):

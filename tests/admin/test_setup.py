@@ -207,7 +207,7 @@ def test_r42_makes_the_templates_and_says_preloads_need_r43(make_admin):
     before = system(admin)
     out = admin.run("setup")
     assert out.code == 0, out.err
-    assert "preloads need R4.3" in out.out and "memory:" not in out.out
+    assert "preloads need Qubes R4.3" in out.out and "memory:" not in out.out
     qubes = admin.sim.qubes()
     # tor's own DVM template has its network: as fast as R4.2 gets, left alone
     assert TOR_DVM not in qubes and "preload-dispvm-max" not in qubes[OFFLINE_DVM]["features"]
