@@ -301,3 +301,31 @@ def test_dvm_names_fit_qubes_limit():
     assert dvm_name("whonix-workstation-18", "offline") == OFFLINE_DVM
     long = dvm_name("whonix-workstation-18", "a" * 31)
     assert len(long) <= 31 and long.endswith("-dvm")
+
+
+def test_readme_shows_the_real_output(make_admin):
+    """The README's examples are this command's output on two-gateways with
+    MY_PROFILES (the config path as on dom0; timings aside)."""
+    from tests.admin.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("<!-- section: issue-18 -->"):]
+    admin = make_admin("two-gateways")
+    admin.config.write_text(MY_PROFILES)
+
+    def shown(*args: str) -> str:
+        out = admin.run(*args)
+        assert out.code == 0, out.err
+        text = out.out.replace(str(admin.config), "/etc/whonix-open/profiles.toml")
+        return "\n".join(line for line in [f"$ whonix-open-admin {' '.join(args)}",
+                                           *text.splitlines()] if not line.startswith("done:"))
+
+    def blocks() -> list[str]:
+        parts = section.split("```")[1::2]
+        return ["\n".join(line for line in p.split("\n", 1)[1].rstrip("\n").splitlines()
+                          if not line.startswith("done:")) for p in parts]
+
+    got = [shown("setup", "--dry-run")]
+    shown("setup")
+    got += [shown("setup"), admin.config.read_text().rstrip("\n"), shown("setup", "--undo")]
+    assert [b for b in blocks() if b.startswith(("$ whonix-open-admin", "# my profiles"))] == got
