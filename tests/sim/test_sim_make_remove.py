@@ -89,8 +89,7 @@ def test_r42_has_no_preloads_and_no_bootmode(tmp_path):
     backend.set_feature(DVM, "preload-dispvm-max", "anything")  # an inert feature
     sim.settle()
     assert sim.preloads(DVM) == []
-    with pytest.raises(qubesd.ProtocolError):
-        with sim.state.transaction() as st:
-            qubesd.call(st, qubesd.Call("admin.vm.CreateDisposable", "dom0", DVM, "preload"))
+    with pytest.raises(qubesd.ProtocolError), sim.state.transaction() as st:
+        qubesd.call(st, qubesd.Call("admin.vm.CreateDisposable", "dom0", DVM, "preload"))
     r43 = SimBackend(SimQubes.create(tmp_path / "r43").dir)
     assert "bootmode" in r43.property_names(DVM)
