@@ -153,10 +153,12 @@ def _profile_setup(backend: Backend, config: Config, name: str, preloads: int | 
         tags = backend.tags(target)
     if current is None:
         changes.append(_set_feature(target, MARKER, name))
-    if current is None or not current.template_for_dispvms:
-        changes.append(_set_prop(target, "template_for_dispvms", "True"))
+    # the netvm first: a new AppVM has the global default_netvm (clearnet)
+    # and must never be a DVM template with it
     if current is None or current.netvm != plan.gateway:
         changes.append(_set_prop(target, "netvm", plan.gateway))
+    if current is None or not current.template_for_dispvms:
+        changes.append(_set_prop(target, "template_for_dispvms", "True"))
     if current is None or current.default_dispvm != target:
         # its disposables' nested @dispvm stays on the same network
         changes.append(_set_prop(target, "default_dispvm", target))
