@@ -14,7 +14,7 @@ SYS_PYTHON  ?= /usr/bin/python3
 PY_SITELIB  ?= $(shell $(SYS_PYTHON) -c 'import sysconfig as s; n = "deb_system" if "deb_system" in s.get_scheme_names() else "posix_prefix"; print(s.get_path("purelib", n, vars={"base": "$(PREFIX)"}))' 2>/dev/null)
 
 .PHONY: all venv system-deps test test-fast demo lint bench clean install-dom0 install-vm install-vm-desktop \
-	dist rpm deb
+	dist rpm deb release-venvs test-releases
 
 all: test
 
@@ -49,13 +49,63 @@ $(VENV)/.upstream: $(VENV)/.installed
 
 venv: $(VENV)/.installed $(VENV)/.upstream
 
+# --- the release matrix (tests/real and tests/realqubesd once per release) ---
+# One venv per Qubes release, with that release's dom0 Python and its unmodified
+# qubesadmin, qrexec and qubesd (`qubes`) from $(UPSTREAM)/<release>/ (dev: the
+# development line at the top of $(UPSTREAM)), else built from the upstream
+# repositories at the release's tag/commit. Missing either way: the target FAILS.
+# qubesd's own PyPI dependencies come from PyPI (pyasyncore on Python >= 3.12).
+RELEASES      ?= r4.2 r4.3 dev
+PY311         ?= $(firstword $(wildcard /root/.pyenv/versions/3.11*/bin/python3.11) $(shell command -v python3.11))
+PY313         ?= $(firstword $(wildcard /root/.pyenv/versions/3.13*/bin/python3.13) $(shell command -v python3.13))
+RELEASE_PY_r4.2 := $(PY311)
+RELEASE_PY_r4.3 := $(PY313)
+RELEASE_PY_dev  := $(PY313)
+RELEASE_WHEELS_r4.2 := $(UPSTREAM)/r4.2
+RELEASE_WHEELS_r4.3 := $(UPSTREAM)/r4.3
+RELEASE_WHEELS_dev  := $(UPSTREAM)
+# the same packages from source: tag (releases) or commit (dev line)
+RELEASE_REFS_r4.2 := v4.2.18 v4.2.25 v4.2.39
+RELEASE_REFS_r4.3 := v4.3.34 v4.3.12 v4.3.50
+RELEASE_REFS_dev  := $(QUBESADMIN_COMMIT) $(QREXEC_COMMIT) 1ad5f9b84dc1eae76d1b885d009f3e84f5503740
+QUBESD_DEPS   := lxml docutils jinja2 pyyaml pyinotify 'pyasyncore; python_version >= "3.12"'
+
+.venv-%/.installed: setup.py pyproject.toml
+	@test -x "$(RELEASE_PY_$*)" || { echo "ERROR: release $* needs $(RELEASE_PY_$*)" \
+		"(its dom0 Python); set PY311/PY313" >&2; exit 1; }
+	rm -rf .venv-$*
+	$(RELEASE_PY_$*) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install -q --upgrade pip setuptools
+	.venv-$*/bin/python -m pip install -q -e '.[test]' $(QUBESD_DEPS)
+	@set -e; w=$(RELEASE_WHEELS_$*); \
+	if ls $$w/qubesadmin-*.whl $$w/qrexec-*.whl $$w/qubes-*.whl >/dev/null 2>&1; then \
+		.venv-$*/bin/python -m pip install -q --no-deps $$w/qubesadmin-*.whl \
+			$$w/qrexec-*.whl $$w/qubes-*.whl; \
+	else \
+		set -- $(RELEASE_REFS_$*); \
+		.venv-$*/bin/python -m pip install -q --no-deps \
+			"qubesadmin @ git+https://github.com/QubesOS/qubes-core-admin-client@$$1" \
+			"qrexec @ git+https://github.com/QubesOS/qubes-core-qrexec@$$2" \
+			"qubes @ git+https://github.com/QubesOS/qubes-core-admin@$$3" || { \
+		echo "ERROR: release $*: no wheels in $$w and upstream not reachable" >&2; exit 1; }; \
+	fi
+	touch $@
+
+release-venvs: $(foreach r,$(RELEASES),.venv-$(r)/.installed)
+
+# tests/real (the real libraries) and tests/realqubesd (the real qubesd) per release.
+test-releases: release-venvs
+	@set -e; for r in $(RELEASES); do echo "=== release $$r ==="; \
+		.venv-$$r/bin/python -m pytest -q -p no:cacheprovider tests/real tests/realqubesd; done
+
 # Debian packages (Xvfb, the four file managers, desktop-file-utils, shellcheck).
 system-deps:
 	bash .ci/install-system-deps
 
-test: venv system-deps
+test: venv system-deps release-venvs
 	$(VPY) -m ruff check .
 	$(VPY) -m pytest -q
+	$(MAKE) test-releases
 
 # Everything but the real-GUI tests: quick to iterate with.
 test-fast: venv
@@ -71,7 +121,7 @@ bench: venv
 	$(VPY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-r4.2 .venv-r4.3 .venv-dev build dist *.egg-info .pytest_cache
 
 # --- packages ----------------------------------------------------------------
 # make dist: the source tarball the packages are built from (what a release ships).

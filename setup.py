@@ -36,7 +36,7 @@ setup(
             "whonix-open-link = whonix_open.vm.handlers:link_main",
             "whonix-open-choose = whonix_open.vm.handlers:choose_main",
         ],
-        # The simulated Qubes offers itself to dom0/backend.py connect();
+        # The simulated Qubes offers itself to dom0/choose_backend.py connect();
         # install-dom0 ships neither the package nor this entry point.
         "whonix_open.backends": [
             "sim = whonix_open.sim.backend:SimBackend.from_env",

@@ -55,6 +55,11 @@ class QubesadminBackend:
 
         env = os.environ if env is None else env
         self._exc = qubesadmin.exc
+        # qubesadmin >= 4.3 has PermissionDenied (qubesd's refusal, not a
+        # QubesException); 4.2.x raises QubesException for it.
+        self._admin_errors: tuple[type[BaseException], ...] = tuple(
+            c for c in (qubesadmin.exc.QubesException,
+                        getattr(qubesadmin.exc, "PermissionDenied", None)) if c is not None)
         self._calls = 0
         self._qrexec_client = env.get(QREXEC_CLIENT_ENV) or qubesadmin.config.QREXEC_CLIENT
         with self._translate(0):
@@ -81,7 +86,7 @@ class QubesadminBackend:
         except (exc.QubesDaemonCommunicationError, ConnectionError, FileNotFoundError) as e:
             # no socket, refused, empty reply (qubesd failed or is going away)
             raise QubesdUnreachable(str(e)) from None
-        except (exc.QubesException, exc.PermissionDenied) as e:
+        except self._admin_errors as e:
             raise BackendError(f"{type(e).__name__}: {e}") from None
         except (AssertionError, ValueError, UnicodeDecodeError) as e:
             # qubesadmin's ProtocolError is an AssertionError; a reply we

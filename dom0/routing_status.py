@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 
 from whonix_open.contract import SERVICE_STATUS, Exit
 from whonix_open.dom0.audit import AuditRecord, log_line
-from whonix_open.dom0.backend import Backend, BackendError, NoSuchQube, connect
+from whonix_open.dom0.backend import Backend, BackendError, NoSuchQube
+from whonix_open.dom0.choose_backend import connect
 from whonix_open.dom0.config import ConfigError, load_config
 from whonix_open.dom0.errors import Refusal
 from whonix_open.dom0.request import parse_request

@@ -30,7 +30,8 @@ from collections.abc import Mapping, Sequence
 from whonix_open.contract import SERVICE_APP, SERVICE_OPEN, SERVICE_URL, SERVICE_VIEW, Exit
 from whonix_open.dom0 import disposable, sessions, signals
 from whonix_open.dom0.audit import AuditRecord, log_line
-from whonix_open.dom0.backend import Backend, BackendError, NoSuchQube, QubeInfo, connect
+from whonix_open.dom0.backend import Backend, BackendError, NoSuchQube, QubeInfo
+from whonix_open.dom0.choose_backend import connect
 from whonix_open.dom0.config import ConfigError, load_config
 from whonix_open.dom0.errors import Refusal
 from whonix_open.dom0.relay import NetvmAlarm, relay, wait_for_caller

@@ -184,7 +184,11 @@ def _shell_read_line(fd: int) -> str:
     return out.decode("utf-8", errors="surrogateescape").strip(" \t")
 
 
-def _launched(state: SimState, entry: dict[str, Any]) -> None:
+def _launched(state: SimState, entry: dict[str, Any], behaviour: str) -> None:
+    # The user may close the app as soon as the launch is recorded: the
+    # SIGUSR1 handler must be there first (else SIGUSR1 kills it: exit 246).
+    if behaviour == "hang":
+        signal.signal(signal.SIGUSR1, lambda *_: sys.exit(0))
     with state.transaction() as st:
         st.setdefault("launched", []).append(entry)
 
@@ -193,7 +197,6 @@ def _like_an_app(behaviour: str) -> int:
     """An opened browser or app: runs until closed. With "hang" it stays open
     until killed, or until SIGUSR1 (the user closes it: exit 0)."""
     if behaviour == "hang":
-        signal.signal(signal.SIGUSR1, lambda *_: sys.exit(0))
         _hang()
     return 1 if behaviour == "fail" else 0
 
@@ -205,7 +208,7 @@ def run_url(state: SimState, qube: str, behaviour: str) -> int:
     if not url.startswith(URL_PREFIXES):
         print("Invalid URL", file=sys.stderr)
         return 1
-    _launched(state, {"qube": qube, "kind": "url", "url": url, "pid": os.getpid()})
+    _launched(state, {"qube": qube, "kind": "url", "url": url, "pid": os.getpid()}, behaviour)
     return _like_an_app(behaviour)
 
 
@@ -224,7 +227,8 @@ def run_app(state: SimState, qube: str, argument: str, behaviour: str) -> int:
     devnull = os.stat(os.devnull)
     _launched(state, {"qube": qube, "kind": "app", "app": basename, "pid": os.getpid(),
                       "stdin_is_devnull": (st.st_rdev, st.st_ino) == (devnull.st_rdev,
-                                                                     devnull.st_ino)})
+                                                                     devnull.st_ino)},
+              behaviour)
     return _like_an_app(behaviour)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from whonix_open.dom0.backend import Backend, BackendError, NoSuchQube, QubeInfo
-from whonix_open.dom0.backend import connect as connect_backend
+from whonix_open.dom0.choose_backend import connect as connect_backend
 from whonix_open.dom0.resolve import GW_FEATURE, WS_FEATURE, feature_true
 
 # Own features carried in the inventory, each read only where it means something
@@ -125,7 +125,7 @@ def _name(value: Any) -> str | None:
 
 def connect(env: Mapping[str, str] | None = None, app: Any = None) -> Source:
     """*app*: a qubesadmin app (as qvm-* tools take it) or a ready Source.
-    Without one, the broker's own backend.connect() chooses: the real dom0
+    Without one, the broker's own choose_backend.connect() chooses: the real dom0
     unless WHONIX_OPEN_BACKEND says otherwise (never a fallback)."""
     if isinstance(app, Source):
         return app

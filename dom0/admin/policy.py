@@ -33,10 +33,22 @@ def parser() -> ModuleType:
 
 
 def default_dirs() -> list[str]:
+    """The directories qrexec-policy-daemon loads, in its order: R4.3+ has a
+    runtime directory first (qrexec.RUNTIME_POLICY_PATH, /run/qubes/policy.d);
+    R4.2's qrexec (4.2.x) has only qrexec.POLICYPATH."""
     parser()
     import qrexec
 
-    return [str(qrexec.RUNTIME_POLICY_PATH), str(qrexec.POLICYPATH)]
+    runtime = getattr(qrexec, "RUNTIME_POLICY_PATH", None)
+    return [str(d) for d in (runtime, qrexec.POLICYPATH) if d is not None]
+
+
+def _multi_dir() -> bool:
+    """Whether FilePolicy takes several directories (qrexec >= 4.3, the same
+    release that added the runtime directory); R4.2's takes exactly one."""
+    import qrexec
+
+    return hasattr(qrexec, "RUNTIME_POLICY_PATH")
 
 
 def system_info(inventory: Inventory) -> dict[str, Any]:
@@ -58,6 +70,15 @@ def system_info(inventory: Inventory) -> dict[str, Any]:
         if "uuid" in entry:
             domains["uuid:" + entry["uuid"]] = entry
     return {"domains": domains}
+
+
+def _qrexec_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("qrexec")
+    except PackageNotFoundError:
+        return "unknown version"
 
 
 def bad_file_names(dirs: Sequence[str]) -> list[str]:
@@ -82,8 +103,14 @@ def load(dirs: Sequence[str]) -> Any:
     qparser = parser()
     import qrexec.exc
 
+    paths = [pathlib.Path(d) for d in dirs]
+    if not _multi_dir():
+        if len(paths) != 1:
+            raise PolicyUnavailable(f"this qrexec ({_qrexec_version()}) loads policy from one "
+                                    f"directory; got {len(paths)}: {', '.join(dirs)}")
+        paths = paths[0]
     try:
-        return qparser.FilePolicy(policy_path=[pathlib.Path(d) for d in dirs])
+        return qparser.FilePolicy(policy_path=paths)
     except qrexec.exc.PolicySyntaxError as e:
         raise PolicyUnavailable(f"the policy does not load, so qrexec denies every call: "
                                 f"{e}") from None

@@ -30,7 +30,7 @@ def test_module_does_not_import_qubesadmin_at_import_time():
 
 
 def test_broker_core_never_imports_the_simulation():
-    code = ("import sys, whonix_open.dom0.service, whonix_open.dom0.backend as b;"
+    code = ("import sys, whonix_open.dom0.service, whonix_open.dom0.choose_backend as b;"
             "b.connect({'WHONIX_OPEN_BACKEND': 'sim', 'WHONIX_OPEN_SIM_DIR': '/nonexistent'})")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "no simulated Qubes" in r.stderr  # offered through its entry point
@@ -47,8 +47,15 @@ def test_qube_classes_works_where_iterating_app_domains_fails(backend):
     backend.app.domains.get_blind("dom0")  # what a guivm/audiovm read leaves behind
     assert backend.qube_classes()[DVM] == "AppVM"
     backend.app.domains.clear_cache()
-    with pytest.raises(AssertionError):
-        list(backend.app.domains)  # the library itself, as the old backend used it
+    if _qubesadmin_version() >= (4, 3):  # 4.2.18 lists without asking dom0's class
+        with pytest.raises(AssertionError):
+            list(backend.app.domains)  # the library itself, as the old backend used it
+
+
+def _qubesadmin_version() -> tuple[int, ...]:
+    from importlib.metadata import version
+
+    return tuple(int(x) for x in version("qubesadmin").split(".")[:2])
 
 
 def test_info_reads_properties_and_defaults(backend):

@@ -14,6 +14,7 @@ import pytest
 from sim_helpers import open_in, running_disposable
 
 from whonix_open.dom0 import backend as iface
+from whonix_open.dom0 import choose_backend
 from whonix_open.dom0.backend import (
     BackendError,
     NoSuchQube,
@@ -41,17 +42,17 @@ def test_implements_every_backend_method() -> None:
 
 
 def test_selected_only_explicitly(sim: SimQubes, tmp_path) -> None:
-    b = iface.connect({"WHONIX_OPEN_BACKEND": "sim", "WHONIX_OPEN_SIM_DIR": str(sim.dir)})
+    b = choose_backend.connect({"WHONIX_OPEN_BACKEND": "sim", "WHONIX_OPEN_SIM_DIR": str(sim.dir)})
     assert isinstance(b, SimBackend)
     with pytest.raises(BackendError, match="WHONIX_OPEN_SIM_DIR"):
         SimBackend.from_env({})
     with pytest.raises(BackendError, match="no simulated Qubes"):
         SimBackend.from_env({"WHONIX_OPEN_SIM_DIR": str(tmp_path / "empty")})
     with pytest.raises(BackendError, match="unknown WHONIX_OPEN_BACKEND"):
-        iface.connect({"WHONIX_OPEN_BACKEND": "simm"})
+        choose_backend.connect({"WHONIX_OPEN_BACKEND": "simm"})
     injected = SimBackend(sim.dir)
-    iface.use_backend("injected", lambda env: injected)  # as a test or tool would
-    assert iface.connect({"WHONIX_OPEN_BACKEND": "injected"}) is injected
+    choose_backend.use_backend("injected", lambda env: injected)  # as a test or tool would
+    assert choose_backend.connect({"WHONIX_OPEN_BACKEND": "injected"}) is injected
 
 
 def test_reads_and_call_log(sim: SimQubes, backend: SimBackend) -> None:
