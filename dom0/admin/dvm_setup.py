@@ -100,14 +100,17 @@ def dvm_name(template: str, profile: str) -> str:
     return (name if len(name) <= 27 else name[:27].rstrip("-._")) + "-dvm"
 
 
+EMPTY = "''"  # an empty value, as a shell argument
+
+
 def _set_prop(qube: str, prop: str, value: str | None) -> Change:
-    shown = "''" if value is None else value
+    shown = EMPTY if value is None else value
     return Change(qube, "admin.vm.property.Set", prop, value, f"qvm-prefs {qube} {prop} {shown}")
 
 
 def _set_feature(qube: str, key: str, value: str) -> Change:
     return Change(qube, "admin.vm.feature.Set", key, value,
-                  f"qvm-features {qube} {key} {value or chr(39) * 2}")
+                  f"qvm-features {qube} {key} {value or EMPTY}")
 
 
 def _profile_setup(backend: Backend, config: Config, name: str, preloads: int | None,
@@ -170,12 +173,12 @@ def _profile_setup(backend: Backend, config: Config, name: str, preloads: int | 
             value = backend.feature(plan.dvm, key)
             if value is not None and features.get(key) != value:
                 changes.append(_set_feature(target, key, value))
-    have = _int(features.get(PRELOAD_MAX))
-    if supported and (have != wanted if preloads is not None or current is None
-                      else features.get(PRELOAD_MAX) is None):
+    # the admin's number is recorded (0 too); without --preloads it is kept
+    recorded = features.get(PRELOAD_MAX)
+    if supported and (recorded is None or (preloads is not None and _int(recorded) != wanted)):
         changes.append(_set_feature(target, PRELOAD_MAX, str(wanted)))
     else:
-        wanted = have if supported else 0
+        wanted = _int(recorded) if supported else 0
     if current is not None:
         action = "complete" if changes else "ready"
     return ProfileSetup(name, plan.network, target, action, wanted,

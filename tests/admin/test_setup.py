@@ -271,6 +271,10 @@ def test_preloads_number_is_the_admins(two_gw):
     assert data["memory"] == {"preloads": 3, "mb": 1200}
     two_gw.sim.settle()
     assert len(two_gw.sim.preloads(OFFLINE_DVM)) == 3
+    # none is a choice too: recorded, and kept by a later run
+    assert two_gw.run("setup", "--profile", "tor2", "--preloads", "0").code == 0
+    assert two_gw.sim.qubes()[TOR2_DVM]["features"]["preload-dispvm-max"] == "0"
+    assert two_gw.run("setup", "--profile", "tor2").out.splitlines()[-1] == "nothing to change"
 
 
 def test_check_names_the_setup_command_and_passes_after_it(make_admin):
