@@ -222,6 +222,8 @@ def plan_setup(backend: Backend, config: Config, config_path: str,
     pins = {s.profile: s.dvm for s in done
             if s.action != "fits" and config.profiles[s.profile].dvm != s.dvm}
     new_text = profiles_edit.pin(text, pins, config_path) if pins else text
+    if pins:
+        profiles_edit.check_writable(config_path)
     for profile, dvm in pins.items():
         changes.append(Change("", "", "", None,
                               f'edit {config_path}: [profiles.{profile}] dvm = "{dvm}"'))
@@ -265,6 +267,7 @@ def plan_undo(backend: Backend, config_path: str) -> UndoPlan:
                          + "; ".join(users))
     changes = []
     if text != new_text:
+        profiles_edit.check_writable(config_path)
         changes.append(Change("", "", "", None, f"edit {config_path}: remove the lines "
                               f"setup wrote"))
     for name in ours:

@@ -105,6 +105,18 @@ def unpin(text: str | None) -> str | None:
     return "\n".join(kept) + ("\n" if kept and text.endswith("\n") else "")
 
 
+def check_writable(path: str) -> None:
+    """Before any change: can write() replace *path* (its directory, or the
+    nearest one that exists, must take a new file)?"""
+    probe = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK) \
+            or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise EditError(f"{path} cannot be written here (in dom0 setup runs as root: "
+                        f"sudo whonix-open-admin setup)")
+
+
 def write(path: str, text: str | None) -> None:
     """Replace the file atomically (None: remove it), keeping its mode and owner."""
     if text is None:

@@ -8,6 +8,8 @@ import contextlib
 import copy
 import io
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -333,3 +335,43 @@ def test_readme_shows_the_real_output(make_admin):
     shown("setup")
     got += [shown("setup"), admin.config.read_text().rstrip("\n"), shown("setup", "--undo")]
     assert [b for b in blocks() if b.startswith(("$ whonix-open-admin", "# my profiles"))] == got
+
+
+def test_an_unwritable_profiles_toml_stops_setup_before_any_change(tmp_path):
+    """As a user who may use qubesd but not write /etc (dom0's desktop user
+    without sudo): refused before the first Admin API change. Run as
+    `nobody` (root may write anything)."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from tests.admin.conftest import REPO
+    from whonix_open.sim.harness import SimQubes
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.fail("this test switches to the user nobody: it needs root and setpriv")
+    base = Path(tempfile.mkdtemp(prefix="whonix-open-setup-"))
+    try:
+        base.chmod(0o755)
+        sim = SimQubes.create(base / "sim", "default")
+        for path in (base / "sim", *(base / "sim").iterdir()):
+            path.chmod(0o777 if path.is_dir() else 0o666)
+        etc = base / "etc"
+        etc.mkdir()
+        (etc / "profiles.toml").write_text(MY_PROFILES.split("[profiles.tor2]")[0])
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("QREXEC_", "WHONIX_"))}
+        env.update(sim.env(), WHONIX_OPEN_CONFIG=str(etc / "profiles.toml"),
+                   HOME=str(base), PYTHONDONTWRITEBYTECODE="1")
+        calls = len(sim.calls())
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            sys.executable, str(REPO / "packaging" / "whonix-open-admin"),
+                            "setup"], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr == (f"whonix-open-admin: {etc / 'profiles.toml'} cannot be written "
+                            f"here (in dom0 setup runs as root: sudo whonix-open-admin "
+                            f"setup); nothing was changed\n")
+        assert [c for c in sim.calls()[calls:] if c["method"] in CHANGES] == []
+        assert set(sim.qubes()) == set(SimQubes.create(base / "fresh").qubes())
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
