@@ -375,3 +375,17 @@ def test_an_unwritable_profiles_toml_stops_setup_before_any_change(tmp_path):
         assert set(sim.qubes()) == set(SimQubes.create(base / "fresh").qubes())
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("scenario, message, fix", [
+    ("default", "no DVM template keeps preloaded disposables: each open of offline, tor "
+                "boots one (5-20 s); 'whonix-open-admin setup' gives every profile a "
+                "preloaded DVM template of its network", ["whonix-open-admin setup"]),
+    ("r4.2", "this qubesd has no preloaded disposables (R4.2): each open boots a "
+             "disposable; preloads need R4.3", []),
+])
+def test_check_without_preloads_in_use_only_mentions_setup(make_admin, scenario, message, fix):
+    out = make_admin(scenario).check()
+    assert out.code == 0
+    fast = [f for f in out.json()["findings"] if f["check"] == "fast-path"]
+    assert [(f["level"], f["message"], f["fix"]) for f in fast] == [("PASS", message, fix)]
