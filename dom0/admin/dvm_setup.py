@@ -262,9 +262,11 @@ def plan_undo(backend: Backend, config_path: str) -> UndoPlan:
                 what = "an open disposable" if klass == "DispVM" else f"{prop} of {name}"
                 users.append(f"{getattr(info, prop)} is {what}"
                              + (f" ({name})" if klass == "DispVM" else ""))
-    if users:
-        raise SetupError("cannot undo while other qubes use what setup made: "
-                         + "; ".join(users))
+    running = [n for n in ours if backend.power_state(n) != "Halted"]
+    if users or running:
+        raise SetupError("cannot undo while " + "; ".join(
+            ([f"other qubes use what setup made: {'; '.join(users)}"] if users else [])
+            + [f"{n} is running (qvm-shutdown --wait {n})" for n in running]))
     changes = []
     if text != new_text:
         profiles_edit.check_writable(config_path)

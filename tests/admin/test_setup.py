@@ -201,6 +201,14 @@ def test_undo_refuses_while_a_qube_uses_what_setup_made(two_gw):
         f"whonix-open-admin: cannot undo while other qubes use what setup made: "
         f"{OFFLINE_DVM} is default_dispvm of anon-whonix; nothing was changed")
     assert system(two_gw) == before and two_gw.config.read_text() == text
+    two_gw.sim.set_property("anon-whonix", "default_dispvm", STOCK_DVM)
+    two_gw.sim.set_property(OFFLINE_DVM, "power_state", "Running")  # someone started it
+    before = system(two_gw)
+    out = two_gw.run("setup", "--undo")
+    assert out.code == 2 and out.err.strip() == (
+        f"whonix-open-admin: cannot undo while {OFFLINE_DVM} is running (qvm-shutdown --wait "
+        f"{OFFLINE_DVM}); nothing was changed")
+    assert system(two_gw) == before and two_gw.config.read_text() == text
 
 
 def test_r42_makes_the_templates_and_says_preloads_need_r43(make_admin):
