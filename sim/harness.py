@@ -45,7 +45,8 @@ class SimQubes:
         else:
             loaded = scenarios.load(scenario)
         sim = cls(directory)
-        sim.state.initialise(empty_state(loaded["qubes"], loaded["faults"], loaded["release"]))
+        sim.state.initialise(empty_state(loaded["qubes"], loaded["faults"], loaded["globals"],
+                                         loaded["release"]))
         sim.settle()  # qubesd fills the preload queues when it starts
         return sim
 
@@ -123,6 +124,8 @@ class SimQubes:
                                          base={"qubes": st["qubes"], "faults": {}})
             old = q.get(key)
             q[key] = checked["qubes"][qube][key]
+            if key in q.get("default_props", ()):  # set now, no longer the default
+                q["default_props"].remove(key)
             qubesd.admin_changed(st, qube, key, old)
 
     def add_qube(self, name: str, **fields: Any) -> None:

@@ -21,6 +21,9 @@ class QubesdError(BackendError):
 class VMNotFound(QubesdError, NoSuchQube):
     qubesd_class = "QubesVMNotFoundError"
 
+    def __init__(self, name: str) -> None:  # qubes/exc.py QubesVMNotFoundError
+        super().__init__(f"No such domain: {name!r}")
+
 
 class VMNotStarted(QubesdError, NotRunning):
     qubesd_class = "QubesVMNotStartedError"
@@ -42,6 +45,14 @@ class NoSuchProperty(QubesdError):
     qubesd_class = "QubesNoSuchPropertyError"
 
 
+class PropertyValueErr(QubesdError):
+    qubesd_class = "QubesPropertyValueError"
+
+
+class VMError(QubesdError):
+    qubesd_class = "QubesVMError"
+
+
 class FeatureNotFound(QubesdError):
     qubesd_class = "QubesFeatureNotFoundError"
 
@@ -51,6 +62,8 @@ class AlreadyExists(QubesdError):
 
 
 class ProtocolError(QubesdError):
+    """qubesd answers a malformed call with nothing: it aborts the
+    connection (qubes/api/__init__.py, ProtocolError)."""
     qubesd_class = "ProtocolError"
 
 
@@ -79,7 +92,7 @@ _VMS = ("TemplateVM", "AppVM", "DispVM", "StandaloneVM")
 PROPERTIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "name": ("str", _ALL),
     "klass": ("str", _ALL),  # stateless properties (qubes.stateless_property):
-    "xid": ("int", _ALL),    # read-only, always default=True
+    "xid": ("int", _VMS),    # read-only, always default=True (dom0 has none)
     "uuid": ("str", _ALL),
     "label": ("label", _ALL),
     "default_dispvm": ("vm", _ALL),
@@ -138,8 +151,10 @@ def _default(st: dict[str, Any], name: str, q: dict[str, Any], prop: str) -> Any
         if tpl in st["qubes"] and has_prop(st["qubes"][tpl], prop):
             return prop_value(st, tpl, prop)[1]
         return glob.get("management_dispvm")
-    if prop == "netvm":
-        return None if q.get("provides_network") else glob.get("default_netvm")
+    if prop == "netvm":  # templatevm.py: a template's default is none
+        if q["klass"] == "TemplateVM" or q.get("provides_network"):
+            return None
+        return glob.get("default_netvm")
     if prop in ("guivm", "audiovm"):
         return "dom0"
     if prop == "label":
@@ -158,12 +173,16 @@ def prop_value(st: dict[str, Any], name: str, prop: str) -> tuple[bool, Any]:
     if prop not in props_of(st, q):
         raise NoSuchProperty(f"Invalid property '{prop}' of {name}")
     if prop == "name":
-        return False, name
+        return q["klass"] == "AdminVM", name  # adminvm.py: dom0's name is its default
+    if prop == "label":  # always given at creation (dom0: black)
+        return False, q.get("label") or ("black" if q["klass"] == "AdminVM" else "red")
     if prop == "klass":
         return True, klass_of(q)
     if prop == "xid":  # qubesvm.xid: the libvirt domain id, -1 when not running
         return True, -1 if q["power_state"] == "Halted" else 10 + q.get("dispid", 0)
-    if prop == "uuid":
+    if prop == "uuid":  # dom0's is the fixed all-zero default
+        if q["klass"] == "AdminVM":
+            return True, "00000000-0000-0000-0000-000000000000"
         return False, q.setdefault("uuid", _uuid4())
     if prop == "dispid":
         return False, q.get("dispid", 0)
@@ -220,15 +239,14 @@ def events_after(st: dict[str, Any], seq: int, dest: str) -> list[dict[str, Any]
 
 def set_stored(st: dict[str, Any], name: str, prop: str, value: Any) -> None:
     q = st["qubes"][name]
-    had_default, old = prop_value(st, name, prop)
+    _, old = prop_value(st, name, prop)
     defaults = q.setdefault("default_props", [])
     if prop in defaults:
         defaults.remove(prop)
     q[prop] = value
-    if had_default:  # property.__set__: no oldvalue when it was the default
-        fire(st, name, f"property-set:{prop}", name=prop, newvalue=value)
-    else:
-        fire(st, name, f"property-set:{prop}", name=prop, newvalue=value, oldvalue=old)
+    # property.__set__ (qubes/__init__.py): oldvalue is what getattr gave,
+    # the default included (omitted only for a property without a default)
+    fire(st, name, f"property-set:{prop}", name=prop, newvalue=value, oldvalue=old)
 
 
 def reset_stored(st: dict[str, Any], name: str, prop: str) -> None:
@@ -237,6 +255,9 @@ def reset_stored(st: dict[str, Any], name: str, prop: str) -> None:
     defaults = q.setdefault("default_props", [])
     if prop not in defaults:
         defaults.append(prop)
+    new = prop_value(st, name, prop)[1]
+    if prop == "netvm" and new != old:  # net.py on_property_reset_netvm fires it first
+        fire(st, name, "property-set:netvm", name=prop, newvalue=new, oldvalue=old)
     fire(st, name, f"property-reset:{prop}", name=prop, oldvalue=old)
     fire(st, name, f"property-del:{prop}", name=prop, oldvalue=old)  # deprecated twin
 

@@ -45,10 +45,12 @@ from whonix_open.sim.qubes_objects import (
     FeatureNotFound,
     NoSuchProperty,
     PermissionDenied,
+    PropertyValueErr,
     ProtocolError,
     QubesdError,
     Unreachable,
     ValueErr,
+    VMError,
     VMInUse,
     VMNotFound,
     VMNotHalted,
@@ -142,7 +144,9 @@ def _list_line(st: dict[str, Any], name: str) -> str:
 
 def vm_list(st: dict[str, Any], c: Call) -> str:
     get_qube(st, c.dest)
-    names = sorted(st["qubes"]) if c.dest == "dom0" else [c.dest]
+    # sorted by name, dom0 first (qubes/vm/adminvm.py AdminVM.__lt__)
+    names = sorted(st["qubes"], key=lambda n: (st["qubes"][n]["klass"] != "AdminVM", n)) \
+        if c.dest == "dom0" else [c.dest]
     return "".join(_list_line(st, n) for n in names)
 
 
@@ -185,17 +189,17 @@ def property_set(st: dict[str, Any], c: Call) -> None:
     value: Any
     if kind == "vm":
         value = text or None
-        if value is not None:
-            get_qube(st, value)
-    elif kind == "bool":
+        if value is not None and value not in st["qubes"]:
+            raise PropertyValueErr(f"Can't set {c.arg} to non-existing qube {value}")
+    elif kind == "bool":  # qubes/__init__.py property.bool
         if text.lower() not in ("true", "false", "1", "0", "on", "off", "yes", "no", ""):
-            raise ValueErr(f"invalid bool {text!r}")
+            raise ValueErr(f"Invalid literal for boolean property: {text!r}")
         value = text.lower() in ("true", "1", "on", "yes")
-    elif kind == "int":
+    elif kind == "int":  # qubes/api/admin.py vm_property_set
         try:
             value = int(text)
         except ValueError:
-            raise ValueErr(f"invalid int {text!r}") from None
+            raise ValueErr("Failed to parse property value as int") from None
     else:
         value = text
     if c.arg == "netvm":
@@ -206,11 +210,10 @@ def property_set(st: dict[str, Any], c: Call) -> None:
             # net.on_property_pre_set_netvm: a paused qube's change is deferred
             q["features"]["deferred-netvm-original"] = prop_value(st, c.dest, "netvm")[1] or ""
         q["netvm_set_count"] = q.get("netvm_set_count", 0) + 1
-    if c.arg == "default_dispvm":
-        if value is not None and not st["qubes"][value].get("template_for_dispvms"):
-            raise ValueErr(f"{value} is not a disposable template")
-        if st["faults"].get("default_dispvm_set_ignored"):
-            return
+    # default_dispvm: qubesd takes any qube here (a disposable template is
+    # checked only when a disposable is made from it)
+    if c.arg == "default_dispvm" and st["faults"].get("default_dispvm_set_ignored"):
+        return
     set_stored(st, c.dest, c.arg, value)
     dvm_changed(st, c.dest, c.now, c.processes)
 
@@ -220,7 +223,7 @@ def _check_netvm(st: dict[str, Any], name: str, q: dict[str, Any], netvm: str | 
         return
     nq = st["qubes"][netvm]
     if netvm == name or not nq.get("provides_network"):
-        raise ValueErr(f"netvm {netvm} does not provide network")
+        raise ValueErr(f"The {netvm} qube does not provide network")
     if q["power_state"] != "Halted" and nq["power_state"] != "Running":
         raise VMNotStarted(f"Cannot dynamically attach to stopped qube {netvm}")
 
@@ -238,7 +241,7 @@ def property_reset(st: dict[str, Any], c: Call) -> None:
 def feature_get(st: dict[str, Any], c: Call) -> str:
     value = get_qube(st, c.dest)["features"].get(c.arg)
     if value is None:
-        raise FeatureNotFound(f"{c.dest}: feature {c.arg}")
+        raise FeatureNotFound(f"Feature not set for domain {c.dest}: {c.arg}")
     return value
 
 
@@ -248,7 +251,7 @@ def feature_check_with_template(st: dict[str, Any], c: Call) -> str:
         if c.arg in q["features"]:
             return q["features"][c.arg]
         if not q.get("template"):
-            raise FeatureNotFound(f"{c.dest}: feature {c.arg}")
+            raise FeatureNotFound(f"Feature not set for domain {c.dest}: {c.arg}")
         q = st["qubes"][q["template"]]
 
 
@@ -409,12 +412,12 @@ def create_dispvm(st: dict[str, Any], c: Call) -> None:
     name = params["name"]
     if not name[:1].isalpha() or name in ("none", "default"):
         raise ValueErr("VM name contains illegal characters")
-    if name in st["qubes"]:
-        raise AlreadyExists(f"Qube already exists: {name}")
+    if name in st["qubes"]:  # qubes/app.py VMCollection.add
+        raise ValueErr(f"VM {name} already exists")
     get_qube(st, c.arg)
     q = new_dispvm(st, c.arg, name, unused_dispid(st["qubes"]), auto_cleanup=False)
     q["label"] = params["label"]
-    q["default_props"] = [p for p in q["default_props"] if p != "label"]
+    q["default_props"] = [p for p in q["default_props"] if p != "label"] + ["auto_cleanup"]
     add_tags(q, f"created-by-{c.src}")
 
 
@@ -438,10 +441,10 @@ def start(st: dict[str, Any], c: Call) -> float:
 
 def kill(st: dict[str, Any], c: Call) -> None:
     q = get_qube(st, c.dest)
-    if q["klass"] == "AdminVM":
-        raise QubesdError("dom0 cannot be killed")
+    if q["klass"] == "AdminVM":  # adminvm.py kill
+        raise VMError("Cannot kill Dom0 fake domain!")
     if q["power_state"] == "Halted":
-        raise VMNotStarted(f"Domain is powered off: {c.dest}")
+        raise VMNotStarted(f"Domain is powered off: {c.dest!r}")
     if st["faults"].get("kill_fails", 0) > 0:
         st["faults"]["kill_fails"] -= 1
         raise QubesdError(f"libvirt refused to kill {c.dest} (simulated)")
@@ -456,7 +459,7 @@ def remove(st: dict[str, Any], c: Call) -> None:
     if q["klass"] == "AdminVM":
         raise VMInUse("'dom0' cannot be removed")
     if q["power_state"] != "Halted":
-        raise VMNotHalted(f"{c.dest} is not halted")
+        raise VMNotHalted(f"Domain is not powered off: {c.dest!r}")
     users = []
     for n, o in st["qubes"].items():
         if n == c.dest:
@@ -471,7 +474,7 @@ def remove(st: dict[str, Any], c: Call) -> None:
                     preload and prop in ("template", "default_dispvm")):
                 users.append(f"{n}:{prop}")
     users += [f"@GLOBAL:{k}" for k, v in st.get("globals", {}).items() if v == c.dest]
-    if users:
+    if users:  # admin.py vm_remove: the users go to qubesd's log, not the reply
         raise VMInUse(f"Domain is in use: {c.dest!r};  see 'journalctl -u qubesd -e' in "
                       f"dom0 for details")
     del st["qubes"][c.dest]

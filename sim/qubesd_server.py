@@ -76,8 +76,10 @@ class _Handler(socketserver.BaseRequestHandler):
                 with self.server.state.transaction() as st:
                     qubesd.boot(st, dest, slow=True)
                 result = None
-        except QubesdUnreachable:
-            return  # no answer at all: qubesadmin reports an empty response
+        except (QubesdUnreachable, qubesd.ProtocolError):
+            # no answer at all (qubesd aborts a malformed call): qubesadmin
+            # reports an empty response
+            return
         except BackendError as e:
             reply = _frame_exception(e)
         except StateError:

@@ -10,6 +10,9 @@ not code. Top-level keys:
     remove_qubes = ["vault"]       # optional: drop these qubes of the base
     release = "4.3"                # optional: the Qubes release qubesd is,
                                    # "4.3" (default) or "4.2" (no preloads)
+    [globals]                      # optional: qubesd's default_netvm and
+    default_netvm = "sys-firewall" # default_dispvm, which a qube's netvm or
+                                   # default_dispvm not given falls back to
     [qubes.NAME]                   # one table per qube; with `extends`, the
     klass = "AppVM"                # fields given replace the base's fields
     ...
@@ -79,8 +82,16 @@ FAULTS: dict[str, tuple[tuple[type, ...], Any]] = {
     "slow_call": ((list,), None),
 }
 
-TOP_LEVEL = ("description", "extends", "remove_qubes", "release", "qubes", "faults")
+TOP_LEVEL = ("description", "extends", "remove_qubes", "globals", "release", "qubes", "faults")
 RELEASES = ("4.2", "4.3")
+# qubesd's global properties a qube's default reads (qubes/app.py Qubes):
+# a qube name, absent = none.
+GLOBALS = ("default_netvm", "default_dispvm")
+# Qube fields that are qubesd properties with a default: one a scenario does
+# not give reads as `default=True` (DEFAULT_FIELDS go to the qube's
+# default_props), as in a qubes.xml that never set it.
+DEFAULT_FIELDS = ("netvm", "default_dispvm", "provides_network", "qrexec_timeout",
+                  "template_for_dispvms", "auto_cleanup")
 
 
 class ScenarioError(ValueError):
@@ -192,6 +203,9 @@ def _complete(name: str, given: dict[str, Any], where: str) -> dict[str, Any]:
         q["power_state"] = "Running"
     if klass == "DispVM" and q["default_dispvm"] is None and "default_dispvm" not in given:
         q["default_dispvm"] = q["template"]  # upstream: a disposable's default is its DVM
+    q["default_props"] = [f for f in DEFAULT_FIELDS if f not in given]
+    if klass != "AdminVM":  # qubes/ext/gui.py, audio.py: tags naming guivm/audiovm (dom0)
+        q["tags"] = sorted({*q["tags"], "audiovm-dom0", "guivm-dom0"})
     q["netvm_set_count"] = 0  # bumped on every netvm write (what watch_netvm sees)
     return q
 
@@ -244,7 +258,8 @@ def validate(data: Mapping[str, Any], source: str = "scenario",
     if release not in RELEASES:
         raise ScenarioError(f"{source}: release must be one of {', '.join(RELEASES)}")
     if base is not None:
-        raw = {n: {k: v for k, v in q.items() if k in QUBE_FIELDS}
+        raw = {n: {k: v for k, v in q.items()
+                   if k in QUBE_FIELDS and k not in q.get("default_props", ())}
                for n, q in base["qubes"].items()}
         faults.update(base["faults"])
     removed = data.get("remove_qubes", [])
@@ -267,13 +282,24 @@ def validate(data: Mapping[str, Any], source: str = "scenario",
         raise ScenarioError(f"{source}: no qubes")
     qubes = {n: _complete(n, given, f"{source}: qubes.{n}") for n, given in raw.items()}
     _check_references(qubes, source)
+    glob = dict(base.get("globals", {})) if base is not None else {}
+    globals_in = data.get("globals", {})
+    if not isinstance(globals_in, Mapping):
+        raise ScenarioError(f"{source}: globals must be a table")
+    for key, value in globals_in.items():
+        if key not in GLOBALS:
+            raise ScenarioError(f"{source}: globals: unknown key {key!r} "
+                                f"(known: {', '.join(GLOBALS)})")
+        if not isinstance(value, str) or value not in qubes:
+            raise ScenarioError(f"{source}: globals.{key}: no qube {value!r}")
+        glob[key] = value
 
     faults_in = data.get("faults", {})
     if not isinstance(faults_in, Mapping):
         raise ScenarioError(f"{source}: faults must be a table")
     for key, value in faults_in.items():
         faults[key] = check_fault(key, value, f"{source}: faults")
-    return {"qubes": qubes, "faults": faults, "release": release}
+    return {"qubes": qubes, "faults": faults, "globals": glob, "release": release}
 
 
 def _parse(path: Path) -> dict[str, Any]:

@@ -44,11 +44,13 @@ class StateError(Exception):
 
 
 def empty_state(qubes: dict[str, Any], faults: dict[str, Any],
+                globals_: dict[str, str] | None = None,
                 release: str = "4.3") -> dict[str, Any]:
-    """A fresh state holding these qubes and faults and no history; *release*
-    is the Qubes release the simulated qubesd behaves as."""
+    """A fresh state holding these qubes, faults, qubesd globals and no
+    history; *release* is the Qubes release the simulated qubesd behaves as."""
     return {"version": STATE_VERSION, "qubes": qubes, "faults": faults, "calls": [],
-            "processes": {}, "services": [], "received": [], "release": release}
+            "processes": {}, "services": [], "received": [], "globals": globals_ or {},
+            "release": release}
 
 
 class SimState:

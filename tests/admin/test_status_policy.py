@@ -227,5 +227,14 @@ def test_explain_a_request_the_real_parser_fails_on(admin):
     assert admin.sim.qube("sys-net")["default_dispvm"] in (None, "")
     out = explain(admin, "sys-net", "qubes.VMShell", "--json")
     [d] = out.json()["decisions"]
+    from importlib.metadata import version
+
+    if tuple(int(x) for x in version("qrexec").split(".")[:2]) < (4, 3):
+        # qrexec 4.2.x: that rule just does not match; 90-default's
+        # `qubes.VMShell * @anyvm @dispvm allow` decides, and without a
+        # default_dispvm it denies (the release matrix found this difference)
+        assert out.code == 0 and d["result"] == "deny"
+        assert d["file"] == "90-default.policy" and d["resolved"] is None
+        return
     assert out.code == 0 and d["result"] == "deny" and d["where"] is None
     assert d["rule"] == "qrexec's parser fails on this request (AttributeError): refused"

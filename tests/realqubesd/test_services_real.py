@@ -171,7 +171,7 @@ def test_the_admin_tool_sees_and_reaps_through_the_real_qubesd(broker, real_qube
     proc.wait()
     env = {**os.environ, **broker.env(SERVICE_OPEN, "tor", "anon-whonix")}
     admin = [sys.executable, str(REPO / "packaging" / "whonix-open-admin")]
-    status = subprocess.run([*admin, "status", "--json"], env=env, capture_output=True,
+    status = subprocess.run([*admin, "status", "--all", "--json"], env=env, capture_output=True,
                             text=True, timeout=120)
     assert status.returncode == 0, status.stderr
     assert name in status.stdout
@@ -182,3 +182,42 @@ def test_the_admin_tool_sees_and_reaps_through_the_real_qubesd(broker, real_qube
     check = subprocess.run([*admin, "check"], env=env, capture_output=True, text=True,
                            timeout=120)
     assert "Traceback" not in check.stderr, check.stderr
+
+
+def test_a_netvm_change_while_open_is_71_over_real_admin_events(broker, real_qubesd):
+    """The watchdog hears the REAL qubesd's property-set:netvm (admin.Events)."""
+    proc, name = _hanging(broker, real_qubesd)
+    real_qubesd.set_prop(name, "netvm", "sys-firewall")  # someone switches it to clearnet
+    err = finish(proc)
+    assert proc.returncode == Exit.NETVM_CHANGED, err
+    assert real_qubesd.disposables() == []
+
+
+def test_per_qube_limit_is_68_and_frees_up(broker, real_qubesd):
+    broker.config.write_text("[limits]\nper_qube = 2\n")
+    real_qubesd.set_behaviour("hang")
+    procs = []
+    for i in range(2):
+        proc = broker.start()
+        proc.stdin.write(header(f"f{i}.txt") + b"data")
+        proc.stdin.close()
+        procs.append(proc)
+    wait_for(lambda: len(real_qubesd.received()) == 2, "two files open")
+    r = broker.open_file()
+    assert r.code == Exit.TOO_MANY, r.err
+    assert len(real_qubesd.disposables()) == 2
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+        finish(proc)
+    real_qubesd.set_behaviour("edit")
+    assert broker.open_file().code == Exit.OK
+    assert real_qubesd.disposables() == []
+
+
+def test_a_disposable_of_this_service_cannot_call_it(broker, real_qubesd):
+    proc, name = _hanging(broker, real_qubesd)
+    r = broker.open_file(caller=name)
+    assert r.code == Exit.LOOP, r.err
+    proc.send_signal(signal.SIGTERM)
+    finish(proc)
+    assert real_qubesd.disposables() == []

@@ -54,7 +54,7 @@ def test_every_shipped_scenario_loads(name: str) -> None:
 def test_extends_overrides_fields_and_faults() -> None:
     data = load("gateway-not-whonix")
     assert data["qubes"]["sys-whonix"]["template"] == "debian-13"
-    assert data["qubes"]["sys-whonix"]["tags"] == []
+    assert data["qubes"]["sys-whonix"]["tags"] == ["audiovm-dom0", "guivm-dom0"]  # qubesd's
     assert data["qubes"]["sys-whonix"]["netvm"] == "sys-firewall"  # kept from the base
     assert load("preload")["qubes"]["whonix-workstation-18-dvm"]["features"][
         "preload-dispvm-max"] == "3"
