@@ -206,6 +206,8 @@ def _wire(kind: str, value: Any) -> str:
 def serialize(st: dict[str, Any], name: str, prop: str) -> str:
     is_default, value = prop_value(st, name, prop)
     kind = PROPERTIES[prop][0]
+    if prop == "xid" and release(st) == "4.2":
+        kind = "str"  # R4.2's xid has no `-> int` for stateless_property to type it
     return f"default={is_default} type={kind} {_wire(kind, value)}"
 
 
@@ -357,7 +359,8 @@ def new_dispvm(st: dict[str, Any], dvm: str, name: str, dispid: int,
     preload-dispvm* and tags are copied."""
     tpl = st["qubes"][dvm]
     if not tpl.get("template_for_dispvms"):
-        raise ValueErr(f"template for disposable ({dvm}) needs to be an AppVM with "
+        what = "DispVM" if release(st) == "4.2" else "disposable"
+        raise ValueErr(f"template for {what} ({dvm}) needs to be an AppVM with "
                        f"template_for_dispvms=True")
     q: dict[str, Any] = {"klass": "DispVM", "template": dvm, "dispid": dispid,
                          "auto_cleanup": auto_cleanup, "template_for_dispvms": False,

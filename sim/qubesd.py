@@ -137,9 +137,10 @@ class Call:
 
 
 def _list_line(st: dict[str, Any], name: str) -> str:
+    """One admin.vm.List line; R4.2's qubesd does not name the uuid."""
     q = st["qubes"][name]
-    return (f"{name} class={klass_of(q)} state={q['power_state']} "
-            f"uuid={prop_value(st, name, 'uuid')[1]}\n")
+    uuid = "" if release(st) == "4.2" else f" uuid={prop_value(st, name, 'uuid')[1]}"
+    return f"{name} class={klass_of(q)} state={q['power_state']}{uuid}\n"
 
 
 def vm_list(st: dict[str, Any], c: Call) -> str:
@@ -326,7 +327,9 @@ def create_disposable(st: dict[str, Any], c: Call) -> str:
         raise QubesdError("no default_dispvm")
     tpl = get_qube(st, dvm)
     if not tpl.get("template_for_dispvms"):
-        raise QubesdError("Refusing to create disposable out of app qube which has "
+        raise QubesdError("Refusing to create DispVM out of this AppVM, because "
+                          "template_for_dispvms=False" if release(st) == "4.2" else
+                          "Refusing to create disposable out of app qube which has "
                           "template_for_dispvms=False")
     if c.arg == "preload":
         schedule_refill(st, dvm, c.now, 0)
@@ -453,29 +456,32 @@ def kill(st: dict[str, Any], c: Call) -> None:
 
 def remove(st: dict[str, Any], c: Call) -> None:
     """admin.vm.Remove: a halted qube that no other qube (nor a global
-    property) uses through a property set explicitly; the DVM template of a
-    preloaded disposable may go (app.py on_domain_pre_deleted)."""
+    property) uses (app.py on_domain_pre_deleted). R4.3 counts only
+    properties set explicitly and lets the DVM template of a preloaded
+    disposable go; R4.2 counts every value, defaults included."""
     q = get_qube(st, c.dest)
     if q["klass"] == "AdminVM":
         raise VMInUse("'dom0' cannot be removed")
     if q["power_state"] != "Halted":
         raise VMNotHalted(f"Domain is not powered off: {c.dest!r}")
+    r42 = release(st) == "4.2"
     users = []
     for n, o in st["qubes"].items():
         if n == c.dest:
             continue  # a qube may reference itself
-        preload = release(st) != "4.2" and n in preload_list(st["qubes"].get(
+        preload = not r42 and n in preload_list(st["qubes"].get(
             o.get("template") or "", {"features": {}}))
         for prop in ("template", "netvm", "default_dispvm", "management_dispvm"):
             if prop not in props_of(st, o):
                 continue
             is_default, value = prop_value(st, n, prop)
-            if value == c.dest and not is_default and not (
+            if value == c.dest and (r42 or not is_default) and not (
                     preload and prop in ("template", "default_dispvm")):
                 users.append(f"{n}:{prop}")
     users += [f"@GLOBAL:{k}" for k, v in st.get("globals", {}).items() if v == c.dest]
     if users:  # admin.py vm_remove: the users go to qubesd's log, not the reply
-        raise VMInUse(f"Domain is in use: {c.dest!r};  see 'journalctl -u qubesd -e' in "
+        gap = "" if r42 else "  "
+        raise VMInUse(f"Domain is in use: {c.dest!r};{gap}see 'journalctl -u qubesd -e' in "
                       f"dom0 for details")
     del st["qubes"][c.dest]
     st["processes"].pop(c.dest, None)
