@@ -61,6 +61,10 @@ class AlreadyExists(QubesdError):
     qubesd_class = "QubesVMAlreadyExistsError"
 
 
+class LabelNotFound(QubesdError):
+    qubesd_class = "QubesLabelNotFoundError"
+
+
 class ProtocolError(QubesdError):
     """qubesd answers a malformed call with nothing: it aborts the
     connection (qubes/api/__init__.py, ProtocolError)."""

@@ -43,6 +43,7 @@ from whonix_open.sim.qubes_objects import (
     STORED,
     AlreadyExists,
     FeatureNotFound,
+    LabelNotFound,
     NoSuchProperty,
     PermissionDenied,
     PropertyValueErr,
@@ -291,7 +292,7 @@ def feature_remove(st: dict[str, Any], c: Call) -> None:
     up the DVM template's preloads (on_feature_delete_preload_dispvm_max)."""
     q = get_qube(st, c.dest)
     if c.arg not in q["features"]:
-        raise FeatureNotFound(f"{c.dest}: feature {c.arg}")
+        raise FeatureNotFound(f"Feature not set for domain {c.dest}: {c.arg}")
     del q["features"][c.arg]
     fire(st, c.dest, f"domain-feature-delete:{c.arg}", feature=c.arg)
     if c.arg == "preload-dispvm-max" and release(st) != "4.2":
@@ -358,14 +359,23 @@ def _create_params(c: Call) -> dict[str, str]:
     return params
 
 
-def _validate_name(name: str) -> None:
-    """qubes.vm.validate_name."""
+def _validate_name(st: dict[str, Any], name: str) -> None:
+    """qubes.vm.validate_name, its checks and messages in order (R4.2: no
+    dots, no separate message for the first character)."""
+    r42 = release(st) == "4.2"
     if len(name) > 31:
         raise ValueErr("VM name must be shorter than 32 characters")
-    if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_.-]*", name):
+    if not r42 and re.match(r"[0-9_.-]", name):
+        raise ValueErr("VM name cannot start with hyphen, underscore, dot or numbers")
+    if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_-]*" if r42 else r"[a-zA-Z][a-zA-Z0-9_.-]*",
+                        name):
         raise ValueErr("VM name contains illegal characters")
-    if name in ("none", "default", "Domain-0") or name.endswith("-dm"):
-        raise ValueErr(f"VM name cannot be {name!r}")
+    if name == "Domain-0":
+        raise ValueErr("VM name cannot be 'Domain-0'")
+    if name in ("none", "default"):
+        raise ValueErr("VM name cannot be 'none' nor 'default'")
+    if name.endswith("-dm"):
+        raise ValueErr("VM name cannot end with -dm")
 
 
 def create_appvm(st: dict[str, Any], c: Call) -> None:
@@ -379,18 +389,20 @@ def create_appvm(st: dict[str, Any], c: Call) -> None:
     tpl = get_qube(st, c.arg)
     params = _create_params(c)
     name = params["name"]
-    _validate_name(name)
+    _validate_name(st, name)
     label = params["label"]
     if label.isdigit() or not all(ch.isalnum() or ch in "-_." for ch in label):
         raise PermissionDenied("")
     if label not in LABELS:
-        raise QubesdError(f"Label does not exist: {label}")  # QubesLabelNotFoundError
+        raise LabelNotFound(f"Label does not exist: {label}")
     if name in st["qubes"]:
         raise ValueErr(f"VM {name} already exists")
     if tpl["klass"] != "TemplateVM":
         raise ValueErr(f"template of AppVM {name} must be a TemplateVM, not {tpl['klass']}")
     st["qubes"][name] = {"klass": "AppVM", "template": c.arg, "label": label,
-                         "features": {}, "tags": [f"created-by-{c.src}"],
+                         # qubes/ext/gui.py, audio.py tag it with its guivm/audiovm
+                         "features": {}, "tags": sorted({f"created-by-{c.src}",
+                                                         "audiovm-dom0", "guivm-dom0"}),
                          "power_state": "Halted", "uuid": _uuid4(), "default_props": [],
                          "netvm_set_count": 0}
     fire(st, "", "domain-add", vm=name)
@@ -399,22 +411,11 @@ def create_appvm(st: dict[str, Any], c: Call) -> None:
 def create_dispvm(st: dict[str, Any], c: Call) -> None:
     """admin.vm.Create.DispVM+<dvm> with payload 'name=N label=L': a DispVM
     that never comes from the preload queue; auto_cleanup is off."""
-    params: dict[str, str] = {}
-    try:
-        for item in c.payload.decode("ascii").split(" "):
-            key, value = item.split("=", 1)
-            if key in params or key not in ("name", "label"):
-                raise ProtocolError("Options does not match: name, label")
-            params[key] = value
-    except (UnicodeDecodeError, ValueError):
-        raise ProtocolError("Invalid payload") from None
-    if set(params) != {"name", "label"}:
-        raise ProtocolError("Creation requested without key: name/label")
+    params = _create_params(c)
     if st["faults"].get("create_fails"):
         raise QubesdError("Create.DispVM failed (simulated)")
     name = params["name"]
-    if not name[:1].isalpha() or name in ("none", "default"):
-        raise ValueErr("VM name contains illegal characters")
+    _validate_name(st, name)
     if name in st["qubes"]:  # qubes/app.py VMCollection.add
         raise ValueErr(f"VM {name} already exists")
     get_qube(st, c.arg)
