@@ -26,7 +26,7 @@ def test_create_appvm_makes_a_halted_appvm_with_defaults(sim, backend):
     info = backend.info("new-dvm")
     assert (info.klass, info.template, info.label, info.xid) == ("AppVM", TPL, "red", -1)
     assert info.netvm is None and not info.template_for_dispvms  # no global default_netvm here
-    assert backend.tags("new-dvm") == {"created-by-dom0"}
+    assert backend.tags("new-dvm") == {"created-by-dom0", "guivm-dom0", "audiovm-dom0"}
     assert [c["method"] for c in sim.calls()][-3:] == ["admin.vm.Create.AppVM",
                                                        "admin.vm.property.GetAll",
                                                        "admin.vm.tag.List"]
@@ -37,7 +37,7 @@ def test_create_appvm_makes_a_halted_appvm_with_defaults(sim, backend):
     (TPL, "1bad", "red", "QubesValueError"),              # validate_name
     (TPL, "x" * 32, "red", "QubesValueError"),
     (TPL, "name-dm", "red", "QubesValueError"),
-    (TPL, "ok", "pink", "QubesException"),                # QubesLabelNotFoundError
+    (TPL, "ok", "pink", "QubesLabelNotFoundError"),
     ("nope", "ok", "red", "QubesVMNotFoundError"),
     ("sys-whonix", "ok", "red", "QubesValueError"),       # an AppVM is no template
 ])
