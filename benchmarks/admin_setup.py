@@ -7,9 +7,12 @@ Prints, without asserting anything:
    and --undo;
 2. after setup with 2 preloads per DVM template: for each profile, the Admin
    API calls of one file open (target <= 12), whether it took a preload (no
-   admin.vm.Start in the open) and whether qubesd refilled the queue.
+   admin.vm.Start in the open) and whether qubesd refilled the queue;
+3. in a release venv (which has qubesd itself), the same against the REAL
+   qubesd (tests/realqubesd/harness.py).
 
 Run: .venv/bin/python benchmarks/admin_setup.py
+     .venv-r4.3/bin/python benchmarks/admin_setup.py   # also the real qubesd
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from whonix_open.contract import SERVICE_OPEN
 from whonix_open.openinvm import HEADER_SIZE
@@ -45,7 +49,7 @@ def env_for(sim: SimQubes, tmp: Path, server: QubesdServer) -> dict[str, str]:
     return env
 
 
-def admin(env: dict[str, str], server: QubesdServer, *args: str) -> tuple[int, float, str]:
+def admin(env: dict[str, str], server: Any, *args: str) -> tuple[int, float, str]:
     before = len(server.calls)
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, str(REPO / "packaging" / "whonix-open-admin"), *args],
@@ -58,7 +62,7 @@ def admin(env: dict[str, str], server: QubesdServer, *args: str) -> tuple[int, f
     return len(made), seconds, str(counts)
 
 
-def open_one(env: dict[str, str], server: QubesdServer, profile: str) -> list[str]:
+def open_one(env: dict[str, str], server: Any, profile: str) -> list[str]:
     env = {**env, "QREXEC_REMOTE_DOMAIN": "anon-whonix",
            "QREXEC_SERVICE_FULL_NAME": f"{SERVICE_OPEN}+{profile}",
            "QREXEC_SERVICE_ARGUMENT": profile, "QREXEC_REQUESTED_TARGET_TYPE": "name",
@@ -105,5 +109,55 @@ def main() -> None:
             sim.kill_leftovers()
 
 
+
+
+def real_qubesd() -> None:
+    """The same against the REAL qubesd of this venv's release (a release venv:
+    make release-venvs; .venv-r4.3/bin/python benchmarks/admin_setup.py)."""
+    sys.path.insert(0, str(REPO))
+    from tests.realqubesd.conftest import RealBroker
+    from tests.realqubesd.harness import RealQubesd, has_preloads, release
+
+    with tempfile.TemporaryDirectory() as d, RealQubesd(Path(d) / "q") as q:
+        tmp = Path(d)
+        q.expect_ok("admin.vm.Create.AppVM", "dom0", "whonix-gateway-18",
+                    b"name=sys-whonix-2 label=purple")
+        q.set_prop("sys-whonix-2", "provides_network", "True")
+        q.set_prop("sys-whonix-2", "netvm", "sys-firewall")
+        q.expect_ok("admin.vm.tag.Set", "sys-whonix-2", "anon-gateway")
+        q.expect_ok("admin.vm.Start", "sys-whonix-2")
+        q.set_feature("dom0", "preload-dispvm-delay", "0")
+        broker = RealBroker(q, tmp)
+        broker.config.write_text(PROFILES)
+        env = {**os.environ, **broker.env(SERVICE_OPEN, "tor", "anon-whonix")}
+        print(f"3. against the real qubesd ({release()}; preloads: "
+              f"{'yes' if has_preloads() else 'no, R4.2'})")
+        with q.counting() as proxy:
+            env["WHONIX_OPEN_QUBESD_SOCKET"] = proxy.path
+            # the stand-in hypervisor has no qmemman: preloads need maxmem 0
+            n, s, counts = admin(env, proxy, "setup", "--preloads", "0")
+            print(f"   setup: {n} Admin API calls, {s:.2f} s  {counts}")
+            n, s, _ = admin(env, proxy, "setup", "--preloads", "0")
+            print(f"   second setup: {n} Admin API calls, {s:.2f} s")
+            if has_preloads():  # (R4.2 leaves tor on the stock DVM template: it fits)
+                for dvm in DVMS.values():
+                    q.set_prop(dvm, "maxmem", "0")
+                admin(env, proxy, "setup", "--preloads", "2")
+                for profile, dvm in DVMS.items():
+                    ready = q.wait_until(lambda d=dvm: [p for p in q.preloads(d)
+                                                        if q.qubes()[p]["state"] == "Paused"],
+                                         "a preload", timeout=60)
+                    methods = open_one(env, proxy, profile)
+                    took = "admin.vm.Start" not in methods and ready[0] not in q.qubes()
+                    print(f"   {profile}: {len(methods)} calls, preload taken: "
+                          f"{'yes' if took else 'NO'}")
+            n, s, counts = admin(env, proxy, "setup", "--undo")
+            print(f"   setup --undo: {n} Admin API calls, {s:.2f} s  {counts}")
+
+
 if __name__ == "__main__":
     main()
+    import importlib.util
+
+    if importlib.util.find_spec("qubes") is not None:
+        real_qubesd()
