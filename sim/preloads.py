@@ -19,7 +19,6 @@ from whonix_open.sim.qubes_objects import (
     preload_list,
     prop_value,
     props_of,
-    release,
     set_preload_list,
 )
 
@@ -68,9 +67,10 @@ def _discard(st: dict[str, Any], disp: str, now: float, processes: Any) -> None:
 
 def tick(st: dict[str, Any], now: float, processes: Any = None) -> None:
     """What qubesd's event loop would have done by *now*: refill preload
-    queues whose refill time has come (boot new preloads, paused when done)."""
-    if release(st) == "4.2":
-        return  # R4.2's qubesd has no preloads: preload-dispvm-max is an inert feature
+    queues whose refill time has come (boot new preloads, paused when done).
+    R4.2 has no preloads."""
+    if st.get("release") == "4.2":
+        return
     for dvm, q in list(st["qubes"].items()):
         if not q.get("template_for_dispvms") or _preload_max(q) == 0:
             continue

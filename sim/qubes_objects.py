@@ -75,6 +75,20 @@ class PermissionDenied(QubesdError):
     qubesd_class = "PermissionDenied"  # qrexec/admin policy said no (empty message)
 
 
+def r42(st: dict[str, Any]) -> bool:
+    """The model answers like R4.2's qubesd (scenario `release`)."""
+    return st.get("release") == "4.2"
+
+
+def dev_line(st: dict[str, Any]) -> bool:
+    """The model answers like upstream's development line (4.4)."""
+    return st.get("release") == "4.4"
+
+
+def disposable_word(st: dict[str, Any]) -> str:
+    return "DispVM" if r42(st) else "disposable"  # R4.2's messages say DispVM
+
+
 class Unreachable(QubesdError):
     """Not a qubesd reply: the sim's qubesd_unreachable fault (the socket
     server then refuses connections)."""
@@ -116,16 +130,10 @@ PROPERTIES: dict[str, tuple[str, tuple[str, ...]]] = {
 # Properties qubesd has only from R4.3 (qubes-core-admin 4.3) on: an R4.2
 # qubesd (state "release" 4.2) neither lists nor knows them.
 R43_ONLY = ("bootmode",)
-RELEASES = ("4.2", "4.3")
 LABELS = ("red", "orange", "yellow", "green", "gray", "blue", "purple", "black")
-
-
-def release(st: dict[str, Any]) -> str:
-    """The Qubes release the simulated qubesd is (R4.2 has no preloads)."""
-    return st.get("release", "4.3")
 # Stored as set by a scenario or the API: these read as not default.
 STORED = ("label", "default_dispvm", "management_dispvm", "template", "netvm",
-           "provides_network", "qrexec_timeout", "template_for_dispvms", "auto_cleanup")
+          "provides_network", "qrexec_timeout", "template_for_dispvms", "auto_cleanup")
 
 
 def get_qube(st: dict[str, Any], name: str) -> dict[str, Any]:
@@ -142,7 +150,7 @@ def has_prop(q: dict[str, Any], prop: str) -> bool:
 def props_of(st: dict[str, Any], q: dict[str, Any]) -> list[str]:
     """The properties this qube has on this release, sorted."""
     return sorted(p for p in PROPERTIES if has_prop(q, p)
-                  and not (p in R43_ONLY and release(st) == "4.2"))
+                  and not (p in R43_ONLY and r42(st)))
 
 
 def _default(st: dict[str, Any], name: str, q: dict[str, Any], prop: str) -> Any:
@@ -210,8 +218,8 @@ def _wire(kind: str, value: Any) -> str:
 def serialize(st: dict[str, Any], name: str, prop: str) -> str:
     is_default, value = prop_value(st, name, prop)
     kind = PROPERTIES[prop][0]
-    if prop == "xid" and release(st) == "4.2":
-        kind = "str"  # R4.2's xid has no `-> int` for stateless_property to type it
+    if prop == "xid" and r42(st):
+        kind = "str"  # R4.2's qubesd: xid is a plain (str) stateless property
     return f"default={is_default} type={kind} {_wire(kind, value)}"
 
 
@@ -363,9 +371,8 @@ def new_dispvm(st: dict[str, Any], dvm: str, name: str, dispid: int,
     preload-dispvm* and tags are copied."""
     tpl = st["qubes"][dvm]
     if not tpl.get("template_for_dispvms"):
-        what = "DispVM" if release(st) == "4.2" else "disposable"
-        raise ValueErr(f"template for {what} ({dvm}) needs to be an AppVM with "
-                       f"template_for_dispvms=True")
+        raise ValueErr(f"template for {disposable_word(st)} ({dvm}) needs to be an AppVM "
+                       f"with template_for_dispvms=True")
     q: dict[str, Any] = {"klass": "DispVM", "template": dvm, "dispid": dispid,
                          "auto_cleanup": auto_cleanup, "template_for_dispvms": False,
                          "features": {k: v for k, v in tpl["features"].items()

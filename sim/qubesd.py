@@ -59,6 +59,7 @@ from whonix_open.sim.qubes_objects import (
     _uuid4,
     add_tags,
     boot,
+    dev_line,
     events_after,
     fire,
     get_qube,
@@ -69,7 +70,7 @@ from whonix_open.sim.qubes_objects import (
     preload_list,
     prop_value,
     props_of,
-    release,
+    r42,
     reset_stored,
     serialize,
     set_stored,
@@ -140,8 +141,10 @@ class Call:
 def _list_line(st: dict[str, Any], name: str) -> str:
     """One admin.vm.List line; R4.2's qubesd does not name the uuid."""
     q = st["qubes"][name]
-    uuid = "" if release(st) == "4.2" else f" uuid={prop_value(st, name, 'uuid')[1]}"
-    return f"{name} class={klass_of(q)} state={q['power_state']}{uuid}\n"
+    if r42(st):  # R4.2's qubesd lists no uuid
+        return f"{name} class={klass_of(q)} state={q['power_state']}\n"
+    return (f"{name} class={klass_of(q)} state={q['power_state']} "
+            f"uuid={prop_value(st, name, 'uuid')[1]}\n")
 
 
 def vm_list(st: dict[str, Any], c: Call) -> str:
@@ -212,8 +215,13 @@ def property_set(st: dict[str, Any], c: Call) -> None:
             # net.on_property_pre_set_netvm: a paused qube's change is deferred
             q["features"]["deferred-netvm-original"] = prop_value(st, c.dest, "netvm")[1] or ""
         q["netvm_set_count"] = q.get("netvm_set_count", 0) + 1
-    # default_dispvm: qubesd takes any qube here (a disposable template is
-    # checked only when a disposable is made from it)
+    # default_dispvm: R4.2/R4.3's qubesd takes any qube here (a disposable
+    # template is checked only when a disposable is made from it); 4.4 refuses
+    if c.arg == "default_dispvm" and value is not None and dev_line(st) \
+            and not st["qubes"][value].get("template_for_dispvms"):
+        raise PropertyValueErr(f"Cannot set invalid property to qube {c.dest!r}, "
+                               f"default_dispvm {value!r} has template_for_dispvms set to "
+                               f"False")
     if c.arg == "default_dispvm" and st["faults"].get("default_dispvm_set_ignored"):
         return
     set_stored(st, c.dest, c.arg, value)
@@ -263,7 +271,7 @@ def feature_set(st: dict[str, Any], c: Call) -> None:
         value = c.payload.decode("ascii")
     except UnicodeDecodeError:
         raise ProtocolError("Feature value contains non-ASCII characters") from None
-    if c.arg == "preload-dispvm-max" and release(st) != "4.2":
+    if c.arg == "preload-dispvm-max" and not r42(st):
         _check_preload_max(st, c.dest, value)
     q["features"][c.arg] = value
     fire(st, c.dest, f"domain-feature-set:{c.arg}", feature=c.arg, value=value)
@@ -295,7 +303,7 @@ def feature_remove(st: dict[str, Any], c: Call) -> None:
         raise FeatureNotFound(f"Feature not set for domain {c.dest}: {c.arg}")
     del q["features"][c.arg]
     fire(st, c.dest, f"domain-feature-delete:{c.arg}", feature=c.arg)
-    if c.arg == "preload-dispvm-max" and release(st) != "4.2":
+    if c.arg == "preload-dispvm-max" and not r42(st):
         remove_excess(st, c.dest, c.now, c.processes)
 
 
@@ -317,7 +325,9 @@ def tag_set(st: dict[str, Any], c: Call) -> None:
 
 
 def create_disposable(st: dict[str, Any], c: Call) -> str:
-    if c.arg not in ("", "preload") or (c.arg and release(st) == "4.2"):
+    if c.arg not in ("", "preload") or (c.arg and r42(st)):  # R4.2: no preloads
+        if dev_line(st):  # 4.4: the argument is checked by a permission helper
+            raise PermissionDenied("Argument not in \"'', 'preload'\"")
         raise ProtocolError("Invalid argument")
     if c.payload not in (b"", b"uuid"):
         raise ProtocolError("Invalid payload, expected empty string or 'uuid'")
@@ -329,7 +339,7 @@ def create_disposable(st: dict[str, Any], c: Call) -> str:
     tpl = get_qube(st, dvm)
     if not tpl.get("template_for_dispvms"):
         raise QubesdError("Refusing to create DispVM out of this AppVM, because "
-                          "template_for_dispvms=False" if release(st) == "4.2" else
+                          "template_for_dispvms=False" if r42(st) else
                           "Refusing to create disposable out of app qube which has "
                           "template_for_dispvms=False")
     if c.arg == "preload":
@@ -362,12 +372,12 @@ def _create_params(c: Call) -> dict[str, str]:
 def _validate_name(st: dict[str, Any], name: str) -> None:
     """qubes.vm.validate_name, its checks and messages in order (R4.2: no
     dots, no separate message for the first character)."""
-    r42 = release(st) == "4.2"
+    old = r42(st)
     if len(name) > 31:
         raise ValueErr("VM name must be shorter than 32 characters")
-    if not r42 and re.match(r"[0-9_.-]", name):
+    if not old and re.match(r"[0-9_.-]", name):
         raise ValueErr("VM name cannot start with hyphen, underscore, dot or numbers")
-    if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_-]*" if r42 else r"[a-zA-Z][a-zA-Z0-9_.-]*",
+    if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_-]*" if old else r"[a-zA-Z][a-zA-Z0-9_.-]*",
                         name):
         raise ValueErr("VM name contains illegal characters")
     if name == "Domain-0":
@@ -376,6 +386,14 @@ def _validate_name(st: dict[str, Any], name: str) -> None:
         raise ValueErr("VM name cannot be 'none' nor 'default'")
     if name.endswith("-dm"):
         raise ValueErr("VM name cannot end with -dm")
+
+
+def _name_free(st: dict[str, Any], name: str) -> None:
+    """api/admin.py _vm_create: a taken name (the dev line has its own error)."""
+    if name in st["qubes"]:
+        if dev_line(st):
+            raise AlreadyExists(f"Qube already exists: {name}")
+        raise ValueErr(f"VM {name} already exists")
 
 
 def create_appvm(st: dict[str, Any], c: Call) -> None:
@@ -395,8 +413,7 @@ def create_appvm(st: dict[str, Any], c: Call) -> None:
         raise PermissionDenied("")
     if label not in LABELS:
         raise LabelNotFound(f"Label does not exist: {label}")
-    if name in st["qubes"]:
-        raise ValueErr(f"VM {name} already exists")
+    _name_free(st, name)
     if tpl["klass"] != "TemplateVM":
         raise ValueErr(f"template of AppVM {name} must be a TemplateVM, not {tpl['klass']}")
     st["qubes"][name] = {"klass": "AppVM", "template": c.arg, "label": label,
@@ -416,8 +433,7 @@ def create_dispvm(st: dict[str, Any], c: Call) -> None:
         raise QubesdError("Create.DispVM failed (simulated)")
     name = params["name"]
     _validate_name(st, name)
-    if name in st["qubes"]:  # qubes/app.py VMCollection.add
-        raise ValueErr(f"VM {name} already exists")
+    _name_free(st, name)
     get_qube(st, c.arg)
     q = new_dispvm(st, c.arg, name, unused_dispid(st["qubes"]), auto_cleanup=False)
     q["label"] = params["label"]
@@ -465,24 +481,24 @@ def remove(st: dict[str, Any], c: Call) -> None:
         raise VMInUse("'dom0' cannot be removed")
     if q["power_state"] != "Halted":
         raise VMNotHalted(f"Domain is not powered off: {c.dest!r}")
-    r42 = release(st) == "4.2"
+    old = r42(st)
     users = []
     for n, o in st["qubes"].items():
         if n == c.dest:
             continue  # a qube may reference itself
-        preload = not r42 and n in preload_list(st["qubes"].get(
+        preload = not old and n in preload_list(st["qubes"].get(
             o.get("template") or "", {"features": {}}))
         for prop in ("template", "netvm", "default_dispvm", "management_dispvm"):
             if prop not in props_of(st, o):
                 continue
             is_default, value = prop_value(st, n, prop)
-            if value == c.dest and (r42 or not is_default) and not (
+            if value == c.dest and (old or not is_default) and not (
                     preload and prop in ("template", "default_dispvm")):
                 users.append(f"{n}:{prop}")
     users += [f"@GLOBAL:{k}" for k, v in st.get("globals", {}).items() if v == c.dest]
     if users:  # admin.py vm_remove: the users go to qubesd's log, not the reply
-        gap = "" if r42 else "  "
-        raise VMInUse(f"Domain is in use: {c.dest!r};{gap}see 'journalctl -u qubesd -e' in "
+        space = "" if r42(st) else "  "
+        raise VMInUse(f"Domain is in use: {c.dest!r};{space}see 'journalctl -u qubesd -e' in "
                       f"dom0 for details")
     del st["qubes"][c.dest]
     st["processes"].pop(c.dest, None)

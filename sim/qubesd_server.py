@@ -76,10 +76,14 @@ class _Handler(socketserver.BaseRequestHandler):
                 with self.server.state.transaction() as st:
                     qubesd.boot(st, dest, slow=True)
                 result = None
-        except (QubesdUnreachable, qubesd.ProtocolError):
-            # no answer at all (qubesd aborts a malformed call): qubesadmin
-            # reports an empty response
-            return
+        except qubesd.ProtocolError as e:
+            # R4.2/R4.3's qubesd aborts a malformed call (no answer at all);
+            # the development line (4.4) answers it with a ProtocolError frame
+            if self.server.state.read().get("release") != "4.4":
+                return
+            reply = _frame_exception(e)
+        except QubesdUnreachable:
+            return  # no answer at all: qubesadmin reports an empty response
         except BackendError as e:
             reply = _frame_exception(e)
         except StateError:

@@ -44,10 +44,8 @@ class StateError(Exception):
 
 
 def empty_state(qubes: dict[str, Any], faults: dict[str, Any],
-                globals_: dict[str, str] | None = None,
-                release: str = "4.3") -> dict[str, Any]:
-    """A fresh state holding these qubes, faults, qubesd globals and no
-    history; *release* is the Qubes release the simulated qubesd behaves as."""
+                globals_: dict[str, str] | None = None, release: str = "4.3") -> dict[str, Any]:
+    """A fresh state holding these qubes, faults, qubesd globals and no history."""
     return {"version": STATE_VERSION, "qubes": qubes, "faults": faults, "calls": [],
             "processes": {}, "services": [], "received": [], "globals": globals_ or {},
             "release": release}

@@ -44,9 +44,13 @@ class Broker:
         self.run_dir = tmp / "run"
         self.config = tmp / "profiles.toml"
 
+    def qubes_env(self) -> dict[str, str]:
+        """How the service reaches Qubes (here: the simulated one)."""
+        return self.sim.env()
+
     def env(self, service: str, arg: str, caller: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("QREXEC_", "WHONIX_"))}
-        env.update(self.sim.env())
+        env.update(self.qubes_env())
         env.update({
             "QREXEC_REMOTE_DOMAIN": caller,
             "QREXEC_SERVICE_FULL_NAME": f"{service}+{arg}",

@@ -40,21 +40,8 @@ class RealBroker(Broker):
         super().__init__(None, tmp)  # type: ignore[arg-type] - no simulated Qubes
         self.qubesd = qubesd
 
-    def env(self, service: str, arg: str, caller: str) -> dict[str, str]:
-        import os
-
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("QREXEC_", "WHONIX_"))}
-        env.update(self.qubesd.broker_env())
-        env.update({
-            "QREXEC_REMOTE_DOMAIN": caller,
-            "QREXEC_SERVICE_FULL_NAME": f"{service}+{arg}",
-            "QREXEC_SERVICE_ARGUMENT": arg,
-            "QREXEC_REQUESTED_TARGET_TYPE": "name",
-            "QREXEC_REQUESTED_TARGET": "dom0",
-            "WHONIX_OPEN_RUN_DIR": str(self.run_dir),
-            "WHONIX_OPEN_CONFIG": str(self.config),
-        })
-        return env
+    def qubes_env(self) -> dict[str, str]:
+        return self.qubesd.broker_env()
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import DEADLINE, wait_for
 from whonix_open.sim.scenario import default_faults
 from whonix_open.sim.state import SimState, empty_state
 
@@ -136,6 +137,7 @@ class RealQubesd:
             time.sleep(0.05)
         from tests.realqubesd.qubesd_main import RUNNING
 
+        self.set_prop(DVM, "maxmem", "0")  # see qubesd_main.py: no qmemman
         for name in RUNNING if self._running is None else self._running:
             self.expect_ok("admin.vm.Start", name)
         return self
@@ -232,15 +234,8 @@ class RealQubesd:
     def preloads(self, dvm: str = DVM) -> list[str]:
         return (self.feature(dvm, "preload-dispvm") or "").split()
 
-    def wait_until(self, predicate: Any, what: str, timeout: float = 30.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            time.sleep(0.05)
+    def wait_until(self, predicate: Any, what: str, timeout: float = DEADLINE) -> Any:
+        return wait_for(predicate, what, timeout)
 
     # --- the disposable side ----------------------------------------------------
 

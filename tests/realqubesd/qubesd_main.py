@@ -20,9 +20,11 @@ What is ours here, and why it is only the hypervisor boundary:
 No qmemman: the memory balancer's client module is made unimportable, which
 is upstream's own "qmemman not installed" case (qubes.vm.qubesvm
 qmemman_present): qubes then start without memory balancing or xenstore. The
-DVM template has maxmem 0 (memory balancing off for it and its disposables, a
-setting of the qube's): R4.3 balloons a preload down through qmemman before
-pausing it otherwise (qubes/vm/dispvm.py on_domain_pre_paused).
+harness sets the DVM template's maxmem to 0 once qubesd runs (memory
+balancing off for it and its disposables, a setting of the qube's; its
+default asks the hypervisor, which the offline app cannot): R4.3 balloons a
+preload down through qmemman before pausing it otherwise (qubes/vm/dispvm.py
+on_domain_pre_paused).
 
 Scenario (mirrors sim/scenarios/default.toml): dom0; templates
 whonix-gateway-18 (whonix-gw), whonix-workstation-18 (whonix-ws), debian-13;
@@ -59,9 +61,11 @@ QUBES: list[tuple[str, str, dict, dict, list]] = [
                                "netvm": "sys-net"}, {}, []),
     ("sys-whonix", "AppVM", {"template": "whonix-gateway-18", "provides_network": True,
                              "netvm": "sys-firewall"}, {}, ["anon-gateway"]),
+    # Qubes-Whonix points the Whonix qubes' default_dispvm at the Whonix DVM
     ("whonix-workstation-18-dvm", "AppVM", {"template": "whonix-workstation-18",
                                             "template_for_dispvms": True,
-                                            "netvm": "sys-whonix", "maxmem": 0},
+                                            "netvm": "sys-whonix",
+                                            "default_dispvm": "whonix-workstation-18-dvm"},
      {"appmenus-dispvm": "1"}, ["anon-vm"]),
     ("anon-whonix", "AppVM", {"template": "whonix-workstation-18", "netvm": "sys-whonix",
                               "default_dispvm": "whonix-workstation-18-dvm"}, {}, ["anon-vm"]),
@@ -72,6 +76,9 @@ QUBES: list[tuple[str, str, dict, dict, list]] = [
     ("vault", "AppVM", {"template": "debian-13", "netvm": None,
                         "default_dispvm": "default-dvm"}, {}, []),
 ]
+DVM_NAME = "whonix-workstation-18-dvm"
+# set once every qube exists (a template's default_dispvm names its own AppVM)
+LATE_PROPERTIES = [("whonix-workstation-18", "default_dispvm", DVM_NAME)]
 KERNEL = "6.12.0-stand-in"
 RUNNING = ["sys-net", "sys-firewall", "sys-whonix", "anon-whonix", "personal", "vault"]
 
@@ -128,6 +135,8 @@ def create(base: Path) -> None:
         for tag in tags:
             vm.tags.add(tag)
         loop.run_until_complete(vm.create_on_disk())
+    for name, key, value in LATE_PROPERTIES:
+        setattr(app.domains[name], key, app.domains[value])
     app.default_netvm = app.domains["sys-firewall"]
     app.default_template = app.domains["debian-13"]
     app.default_dispvm = app.domains["default-dvm"]
