@@ -289,7 +289,12 @@ def _check_preload_max(st: dict[str, Any], name: str, value: str) -> None:
             return None
     if not with_template("qrexec"):
         raise ValueErr("Qube does not support qrexec")
-    if not with_template("supported-rpc.qubes.WaitForRunningSystem"):
+    if dev_line(st):  # 4.4 waits for the session too and names what is missing
+        missing = [s for s in ("qubes.WaitForRunningSystem", "qubes.WaitForSession")
+                   if not with_template(f"supported-rpc.{s}")]
+        if missing:
+            raise ValueErr(f"Qube does not support the RPC(s) '{', '.join(missing)}'")
+    elif not with_template("supported-rpc.qubes.WaitForRunningSystem"):
         raise ValueErr("Qube does not support the RPC 'qubes.WaitForRunningSystem'")
     if not (value or "0").isdigit():
         raise ValueErr("Invalid preload-dispvm-max value: not a digit")
@@ -350,7 +355,7 @@ def create_disposable(st: dict[str, Any], c: Call) -> str:
     return f"uuid:{prop_value(st, name, 'uuid')[1]}" if c.payload else name
 
 
-def _create_params(c: Call) -> dict[str, str]:
+def _create_params(st: dict[str, Any], c: Call) -> dict[str, str]:
     """The payload of admin.vm.Create.<class> (api/admin.py _vm_create):
     'name=N label=L', both required, nothing else (no pool: CreateInPool)."""
     params: dict[str, str] = {}
@@ -365,8 +370,13 @@ def _create_params(c: Call) -> dict[str, str]:
     except (UnicodeDecodeError, ValueError):
         raise ProtocolError("Invalid payload") from None
     if set(params) != {"name", "label"}:
-        raise ProtocolError("Missing name or label")
+        raise _missing_key(st, sorted({"name", "label"} - set(params))[0])
     return params
+
+
+def _missing_key(st: dict[str, Any], key: str) -> ProtocolError:
+    return ProtocolError(f"Creation requested without key: {key}" if dev_line(st)
+                         else "Missing name or label")
 
 
 def _validate_name(st: dict[str, Any], name: str) -> None:
@@ -405,14 +415,15 @@ def create_appvm(st: dict[str, Any], c: Call) -> None:
     if not c.arg:
         raise ValueErr("AppVM needs a template")  # AppVM.template has no default
     tpl = get_qube(st, c.arg)
-    params = _create_params(c)
+    params = _create_params(st, c)
     name = params["name"]
     _validate_name(st, name)
     label = params["label"]
     if label.isdigit() or not all(ch.isalnum() or ch in "-_." for ch in label):
         raise PermissionDenied("")
-    if label not in LABELS:
-        raise LabelNotFound(f"Label does not exist: {label}")
+    if label not in LABELS:  # the dev line drops an unknown label, then misses it
+        raise _missing_key(st, "label") if dev_line(st) else \
+            LabelNotFound(f"Label does not exist: {label}")
     _name_free(st, name)
     if tpl["klass"] != "TemplateVM":
         raise ValueErr(f"template of AppVM {name} must be a TemplateVM, not {tpl['klass']}")
@@ -428,7 +439,7 @@ def create_appvm(st: dict[str, Any], c: Call) -> None:
 def create_dispvm(st: dict[str, Any], c: Call) -> None:
     """admin.vm.Create.DispVM+<dvm> with payload 'name=N label=L': a DispVM
     that never comes from the preload queue; auto_cleanup is off."""
-    params = _create_params(c)
+    params = _create_params(st, c)
     if st["faults"].get("create_fails"):
         raise QubesdError("Create.DispVM failed (simulated)")
     name = params["name"]

@@ -51,6 +51,8 @@ def two_gateways(broker, real_qubesd):
     q.expect_ok("admin.vm.tag.Set", GW2, "anon-gateway")
     q.expect_ok("admin.vm.Start", GW2)
     q.set_feature("dom0", "preload-dispvm-delay", "0")
+    # what a current agent reports (the dev line's preloads wait for the session too)
+    q.set_feature("whonix-workstation-18", "supported-rpc.qubes.WaitForSession", "1")
     broker.config.write_text(PROFILES)
     return q
 
