@@ -51,6 +51,7 @@ class QubeInfo(NamedTuple):
     label: str | None = None
     uuid: str | None = None
     xid: int = -1  # qubesd's domain id: -1 = not running (Halted)
+    memory: int = 400  # MB a qube gets at start (QubesVM.DEFAULT_MEMORY)
 
 
 class Relay(Protocol):
@@ -119,8 +120,20 @@ class Backend(Protocol):
         """admin.vm.Kill. Raises NotRunning if it is not running."""
 
     def remove(self, name: str) -> None:
-        """admin.vm.Remove (only for a halted disposable that auto_cleanup did
-        not remove, e.g. after a failed start)."""
+        """admin.vm.Remove (a halted disposable that auto_cleanup did not
+        remove, e.g. after a failed start; a DVM template `setup` made)."""
+
+    # --- used only by `whonix-open-admin setup` (never by the broker) -------
+
+    def create_appvm(self, template: str, name: str, label: str) -> None:
+        """admin.vm.Create.AppVM+TEMPLATE, payload `name=N label=L`: a halted
+        AppVM with every other property at its default (qvm-create's call)."""
+
+    def remove_feature(self, name: str, key: str) -> None:
+        """admin.vm.feature.Remove (raises BackendError if it is not set)."""
+
+    def property_names(self, name: str) -> frozenset[str]:
+        """The properties the qube has on this qubesd. admin.vm.property.List."""
 
     def watch_netvm(self, name: str,
                     on_change: Callable[[str | None], None]) -> Callable[[], None]:
@@ -158,4 +171,4 @@ def qube_info(name: str, props: Mapping[str, str]) -> QubeInfo:
         auto_cleanup=props.get("auto_cleanup") == "True",
         qrexec_timeout=int(props.get("qrexec_timeout") or 60),
         management_dispvm=opt("management_dispvm"), label=opt("label"), uuid=opt("uuid"),
-        xid=int(props.get("xid") or -1))
+        xid=int(props.get("xid") or -1), memory=int(props.get("memory") or 400))

@@ -181,6 +181,23 @@ class QubesadminBackend:
         with self._translate():
             del self.app.domains[name]
 
+    def create_appvm(self, template: str, name: str, label: str) -> None:
+        with self._translate():
+            # qvm-create's call, not its app.add_new_vm: that then lists all
+            # qubes and asks the class of every cached object - of a `dom0`
+            # one with admin.vm.List on dom0, failing qubesadmin's own
+            # assertion (see the module docstring).
+            self._text("dom0", "admin.vm.Create.AppVM", template,
+                       f"name={name} label={label}".encode("ascii"))
+
+    def remove_feature(self, name: str, key: str) -> None:
+        with self._translate():
+            del self._vm(name).features[key]
+
+    def property_names(self, name: str) -> frozenset[str]:
+        with self._translate():
+            return frozenset(self._vm(name).property_list())
+
     def add_tag(self, name: str, tag: str) -> None:
         with self._translate():
             self._vm(name).tags.add(tag)

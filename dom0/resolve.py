@@ -16,6 +16,9 @@ from whonix_open.dom0.request import is_qube_name
 WS_FEATURE = "whonix-ws"
 GW_FEATURE = "whonix-gw"
 FALLBACK_GATEWAY = "sys-whonix"
+# On a DVM template `whonix-open-admin setup` made for one profile (its
+# value): the profile it is pinned to uses it; the automatic choice does not.
+SETUP_MARKER = "whonix-open-setup"
 
 
 class Plan(NamedTuple):
@@ -83,6 +86,8 @@ def _discover_dvm(backend: Backend) -> tuple[str, QubeInfo]:
             found.append((name, info))
     if not found:
         raise Refusal(Exit.MISCONFIGURED, "no Whonix-Workstation disposable template found")
+    if len(found) > 1:  # those setup made belong to their profiles
+        found = [(n, i) for n, i in found if backend.feature(n, SETUP_MARKER) is None] or found
     if len(found) == 1:
         return found[0]
     versions = {name: _version_key(backend.feature_with_template(name, "os-version"))

@@ -43,6 +43,9 @@ GET_ALL = "admin.vm.property.GetAll"
 FEATURE_CHECK = "admin.vm.feature.CheckWithTemplate"
 FEATURE_GET = "admin.vm.feature.Get"
 FEATURE_SET = "admin.vm.feature.Set"
+FEATURE_REMOVE = "admin.vm.feature.Remove"
+PROPERTY_LIST = "admin.vm.property.List"
+CREATE_APPVM = "admin.vm.Create.AppVM"
 TAG_LIST = "admin.vm.tag.List"
 TAG_SET = "admin.vm.tag.Set"
 CREATE_DISPOSABLE = "admin.vm.CreateDisposable"
@@ -188,6 +191,15 @@ class SimBackend:
 
     def remove(self, name: str) -> None:
         self._call(REMOVE, name)
+
+    def create_appvm(self, template: str, name: str, label: str) -> None:
+        self._call(CREATE_APPVM, "dom0", template, f"name={name} label={label}".encode("ascii"))
+
+    def remove_feature(self, name: str, key: str) -> None:
+        self._call(FEATURE_REMOVE, name, key)
+
+    def property_names(self, name: str) -> frozenset[str]:
+        return frozenset(self._call(PROPERTY_LIST, name).split())
 
     # --- the file stream ---------------------------------------------------
 

@@ -14,11 +14,11 @@ from whonix_open.sim.qubes_objects import (
     drop_preload,
     fire,
     halt,
-    has_prop,
     new_disposable,
     own_feature,
     preload_list,
     prop_value,
+    props_of,
     set_preload_list,
 )
 
@@ -49,9 +49,9 @@ def _preload_delay(st: dict[str, Any], q: dict[str, Any]) -> float:
 
 def _outdated(st: dict[str, Any], disp: str, dvm: str) -> list[str]:
     """dispvm.is_preload_outdated, for the properties the sim models."""
+    common = set(props_of(st, st["qubes"][disp])) & set(props_of(st, st["qubes"][dvm]))
     return [p for p in PROPERTIES if p not in PRELOAD_IGNORED and p not in ("label",)
-            and has_prop(st["qubes"][disp], p) and has_prop(st["qubes"][dvm], p)
-            and prop_value(st, disp, p)[1] != prop_value(st, dvm, p)[1]]
+            and p in common and prop_value(st, disp, p)[1] != prop_value(st, dvm, p)[1]]
 
 
 def _discard(st: dict[str, Any], disp: str, now: float, processes: Any) -> None:
@@ -140,3 +140,14 @@ def request_preload(st: dict[str, Any], dvm: str, now: float, processes: Any) ->
     return None
 
 
+
+
+def remove_excess(st: dict[str, Any], dvm: str, now: float, processes: Any) -> None:
+    """dvmtemplate.remove_preload_excess(0) after preload-dispvm-max was
+    deleted: every preload is cleaned up (killed; auto_cleanup removes it).
+    qubesd does it in a task right after the call, the sim at once."""
+    for disp in preload_list(st["qubes"][dvm]):
+        if disp in st["qubes"]:
+            _discard(st, disp, now, processes)
+        else:
+            drop_preload(st, disp)

@@ -61,6 +61,10 @@ class AlreadyExists(QubesdError):
     qubesd_class = "QubesVMAlreadyExistsError"
 
 
+class LabelNotFound(QubesdError):
+    qubesd_class = "QubesLabelNotFoundError"
+
+
 class ProtocolError(QubesdError):
     """qubesd answers a malformed call with nothing: it aborts the
     connection (qubes/api/__init__.py, ProtocolError)."""
@@ -120,10 +124,16 @@ PROPERTIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "template_for_dispvms": ("bool", ("AppVM", "StandaloneVM")),
     "auto_cleanup": ("bool", ("DispVM",)),
     "dispid": ("int", ("DispVM",)),
+    "memory": ("int", _VMS),  # MB at start (QubesVM.DEFAULT_MEMORY); read-only here
+    "bootmode": ("str", _VMS),  # R4.3 and later only (qubes/vm/qubesvm.py)
 }
+# Properties qubesd has only from R4.3 (qubes-core-admin 4.3) on: an R4.2
+# qubesd (state "release" 4.2) neither lists nor knows them.
+R43_ONLY = ("bootmode",)
+LABELS = ("red", "orange", "yellow", "green", "gray", "blue", "purple", "black")
 # Stored as set by a scenario or the API: these read as not default.
 STORED = ("label", "default_dispvm", "management_dispvm", "template", "netvm",
-           "provides_network", "qrexec_timeout", "template_for_dispvms", "auto_cleanup")
+          "provides_network", "qrexec_timeout", "template_for_dispvms", "auto_cleanup")
 
 
 def get_qube(st: dict[str, Any], name: str) -> dict[str, Any]:
@@ -135,6 +145,12 @@ def get_qube(st: dict[str, Any], name: str) -> dict[str, Any]:
 
 def has_prop(q: dict[str, Any], prop: str) -> bool:
     return prop in PROPERTIES and q["klass"] in PROPERTIES[prop][1]
+
+
+def props_of(st: dict[str, Any], q: dict[str, Any]) -> list[str]:
+    """The properties this qube has on this release, sorted."""
+    return sorted(p for p in PROPERTIES if has_prop(q, p)
+                  and not (p in R43_ONLY and r42(st)))
 
 
 def _default(st: dict[str, Any], name: str, q: dict[str, Any], prop: str) -> Any:
@@ -155,6 +171,10 @@ def _default(st: dict[str, Any], name: str, q: dict[str, Any], prop: str) -> Any
         return "dom0"
     if prop == "label":
         return "red"
+    if prop == "memory":
+        return 400
+    if prop == "bootmode":
+        return "default"
     return {"provides_network": False, "qrexec_timeout": 60, "template_for_dispvms": False,
             "auto_cleanup": False}.get(prop)
 
@@ -162,7 +182,7 @@ def _default(st: dict[str, Any], name: str, q: dict[str, Any], prop: str) -> Any
 def prop_value(st: dict[str, Any], name: str, prop: str) -> tuple[bool, Any]:
     """(is_default, value) of one property, as qubesd computes it."""
     q = get_qube(st, name)
-    if not has_prop(q, prop):
+    if prop not in props_of(st, q):
         raise NoSuchProperty(f"Invalid property '{prop}' of {name}")
     if prop == "name":
         return q["klass"] == "AdminVM", name  # adminvm.py: dom0's name is its default

@@ -25,21 +25,25 @@ Sources (QubesOS/qubes-core-admin, see docs/QUBES-FACTS.md):
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 from whonix_open.sim.preloads import (
     dvm_changed,
+    remove_excess,
     request_preload,
     schedule_refill,
     tick,
 )
 from whonix_open.sim.qubes_objects import (
+    LABELS,
     PROPERTIES,
     STORED,
     AlreadyExists,
     FeatureNotFound,
+    LabelNotFound,
     NoSuchProperty,
     PermissionDenied,
     PropertyValueErr,
@@ -52,6 +56,7 @@ from whonix_open.sim.qubes_objects import (
     VMNotFound,
     VMNotHalted,
     VMNotStarted,
+    _uuid4,
     add_tags,
     boot,
     dev_line,
@@ -59,12 +64,12 @@ from whonix_open.sim.qubes_objects import (
     fire,
     get_qube,
     halt,
-    has_prop,
     klass_of,
     new_disposable,
     new_dispvm,
     preload_list,
     prop_value,
+    props_of,
     r42,
     reset_stored,
     serialize,
@@ -134,6 +139,7 @@ class Call:
 
 
 def _list_line(st: dict[str, Any], name: str) -> str:
+    """One admin.vm.List line; R4.2's qubesd does not name the uuid."""
     q = st["qubes"][name]
     if r42(st):  # R4.2's qubesd lists no uuid
         return f"{name} class={klass_of(q)} state={q['power_state']}\n"
@@ -160,16 +166,23 @@ def property_get(st: dict[str, Any], c: Call) -> str:
 def property_get_all(st: dict[str, Any], c: Call) -> str:
     q = get_qube(st, c.dest)
     out = []
-    for prop in sorted(p for p in PROPERTIES if has_prop(q, p)):
+    for prop in props_of(st, q):
         c2 = Call(c.method, c.src, c.dest, prop)
         value = property_get(st, c2).replace("\\", "\\\\").replace("\n", "\\n")
         out.append(f"{prop} {value}\n")
     return "".join(out)
 
 
+def property_list(st: dict[str, Any], c: Call) -> str:
+    """admin.vm.property.List: one property name per line."""
+    if c.arg:
+        raise PermissionDenied("")  # self.enforce(not self.arg)
+    return "".join(f"{p}\n" for p in props_of(st, get_qube(st, c.dest)))
+
+
 def property_set(st: dict[str, Any], c: Call) -> None:
     q = get_qube(st, c.dest)
-    if not has_prop(q, c.arg):
+    if c.arg not in props_of(st, q):
         raise NoSuchProperty(f"Invalid property '{c.arg}' of {c.dest}")
     try:
         text = c.payload.decode("ascii")
@@ -227,7 +240,7 @@ def _check_netvm(st: dict[str, Any], name: str, q: dict[str, Any], netvm: str | 
 
 def property_reset(st: dict[str, Any], c: Call) -> None:
     q = get_qube(st, c.dest)
-    if not has_prop(q, c.arg) or c.arg not in STORED:
+    if c.arg not in props_of(st, q) or c.arg not in STORED:
         raise NoSuchProperty(f"Invalid property '{c.arg}' of {c.dest}")
     if c.arg == "template":
         raise ValueErr("Cannot unset template")
@@ -258,10 +271,45 @@ def feature_set(st: dict[str, Any], c: Call) -> None:
         value = c.payload.decode("ascii")
     except UnicodeDecodeError:
         raise ProtocolError("Feature value contains non-ASCII characters") from None
+    if c.arg == "preload-dispvm-max" and not r42(st):
+        _check_preload_max(st, c.dest, value)
     q["features"][c.arg] = value
     fire(st, c.dest, f"domain-feature-set:{c.arg}", feature=c.arg, value=value)
     if c.arg.startswith("preload-dispvm-max"):
         schedule_refill(st, c.dest, c.now, 0)
+
+
+def _check_preload_max(st: dict[str, Any], name: str, value: str) -> None:
+    """dvmtemplate.on_feature_pre_set_preload_dispvm_max (R4.3): the qube
+    must support qrexec and the RPC preloads wait for, the value be digits."""
+    def with_template(key: str) -> str | None:
+        try:
+            return feature_check_with_template(st, Call("", "dom0", name, key))
+        except FeatureNotFound:
+            return None
+    if not with_template("qrexec"):
+        raise ValueErr("Qube does not support qrexec")
+    if dev_line(st):  # 4.4 waits for the session too and names what is missing
+        missing = [s for s in ("qubes.WaitForRunningSystem", "qubes.WaitForSession")
+                   if not with_template(f"supported-rpc.{s}")]
+        if missing:
+            raise ValueErr(f"Qube does not support the RPC(s) '{', '.join(missing)}'")
+    elif not with_template("supported-rpc.qubes.WaitForRunningSystem"):
+        raise ValueErr("Qube does not support the RPC 'qubes.WaitForRunningSystem'")
+    if not (value or "0").isdigit():
+        raise ValueErr("Invalid preload-dispvm-max value: not a digit")
+
+
+def feature_remove(st: dict[str, Any], c: Call) -> None:
+    """admin.vm.feature.Remove; deleting preload-dispvm-max (R4.3) cleans
+    up the DVM template's preloads (on_feature_delete_preload_dispvm_max)."""
+    q = get_qube(st, c.dest)
+    if c.arg not in q["features"]:
+        raise FeatureNotFound(f"Feature not set for domain {c.dest}: {c.arg}")
+    del q["features"][c.arg]
+    fire(st, c.dest, f"domain-feature-delete:{c.arg}", feature=c.arg)
+    if c.arg == "preload-dispvm-max" and not r42(st):
+        remove_excess(st, c.dest, c.now, c.processes)
 
 
 def tag_list(st: dict[str, Any], c: Call) -> str:
@@ -282,7 +330,7 @@ def tag_set(st: dict[str, Any], c: Call) -> None:
 
 
 def create_disposable(st: dict[str, Any], c: Call) -> str:
-    if c.arg not in ("", "preload"):
+    if c.arg not in ("", "preload") or (c.arg and r42(st)):  # R4.2: no preloads
         if dev_line(st):  # 4.4: the argument is checked by a permission helper
             raise PermissionDenied("Argument not in \"'', 'preload'\"")
         raise ProtocolError("Invalid argument")
@@ -307,30 +355,96 @@ def create_disposable(st: dict[str, Any], c: Call) -> str:
     return f"uuid:{prop_value(st, name, 'uuid')[1]}" if c.payload else name
 
 
-def create_dispvm(st: dict[str, Any], c: Call) -> None:
-    """admin.vm.Create.DispVM+<dvm> with payload 'name=N label=L': a DispVM
-    that never comes from the preload queue; auto_cleanup is off."""
+def _create_params(st: dict[str, Any], c: Call) -> dict[str, str]:
+    """The payload of admin.vm.Create.<class> (api/admin.py _vm_create):
+    'name=N label=L', both required, nothing else (no pool: CreateInPool)."""
     params: dict[str, str] = {}
     try:
         for item in c.payload.decode("ascii").split(" "):
             key, value = item.split("=", 1)
-            if key in params or key not in ("name", "label"):
-                raise ProtocolError("Options does not match: name, label")
+            if key in params:
+                raise ProtocolError("duplicated parameters")
+            if key not in ("name", "label"):
+                raise ProtocolError("Invalid param name")
             params[key] = value
     except (UnicodeDecodeError, ValueError):
         raise ProtocolError("Invalid payload") from None
     if set(params) != {"name", "label"}:
-        missing = sorted({"name", "label"} - set(params))[0]
-        raise ProtocolError(f"Creation requested without key: {missing}")
-    if st["faults"].get("create_fails"):
-        raise QubesdError("Create.DispVM failed (simulated)")
-    name = params["name"]
-    if not name[:1].isalpha() or name in ("none", "default"):
+        raise _missing_key(st, sorted({"name", "label"} - set(params))[0])
+    return params
+
+
+def _missing_key(st: dict[str, Any], key: str) -> ProtocolError:
+    return ProtocolError(f"Creation requested without key: {key}" if dev_line(st)
+                         else "Missing name or label")
+
+
+def _validate_name(st: dict[str, Any], name: str) -> None:
+    """qubes.vm.validate_name, its checks and messages in order (R4.2: no
+    dots, no separate message for the first character)."""
+    old = r42(st)
+    if len(name) > 31:
+        raise ValueErr("VM name must be shorter than 32 characters")
+    if not old and re.match(r"[0-9_.-]", name):
+        raise ValueErr("VM name cannot start with hyphen, underscore, dot or numbers")
+    if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_-]*" if old else r"[a-zA-Z][a-zA-Z0-9_.-]*",
+                        name):
         raise ValueErr("VM name contains illegal characters")
-    if name in st["qubes"]:  # qubes/app.py VMCollection.add
+    if name == "Domain-0":
+        raise ValueErr("VM name cannot be 'Domain-0'")
+    if name in ("none", "default"):
+        raise ValueErr("VM name cannot be 'none' nor 'default'")
+    if name.endswith("-dm"):
+        raise ValueErr("VM name cannot end with -dm")
+
+
+def _name_free(st: dict[str, Any], name: str) -> None:
+    """api/admin.py _vm_create: a taken name (the dev line has its own error)."""
+    if name in st["qubes"]:
         if dev_line(st):
             raise AlreadyExists(f"Qube already exists: {name}")
         raise ValueErr(f"VM {name} already exists")
+
+
+def create_appvm(st: dict[str, Any], c: Call) -> None:
+    """admin.vm.Create.AppVM+<template>, payload 'name=N label=L': a halted
+    AppVM of that TemplateVM, every property but label and template at its
+    default (netvm: the global default_netvm), tag created-by-<src>."""
+    if c.dest != "dom0":
+        raise PermissionDenied("")
+    if not c.arg:
+        raise ValueErr("AppVM needs a template")  # AppVM.template has no default
+    tpl = get_qube(st, c.arg)
+    params = _create_params(st, c)
+    name = params["name"]
+    _validate_name(st, name)
+    label = params["label"]
+    if label.isdigit() or not all(ch.isalnum() or ch in "-_." for ch in label):
+        raise PermissionDenied("")
+    if label not in LABELS:  # the dev line drops an unknown label, then misses it
+        raise _missing_key(st, "label") if dev_line(st) else \
+            LabelNotFound(f"Label does not exist: {label}")
+    _name_free(st, name)
+    if tpl["klass"] != "TemplateVM":
+        raise ValueErr(f"template of AppVM {name} must be a TemplateVM, not {tpl['klass']}")
+    st["qubes"][name] = {"klass": "AppVM", "template": c.arg, "label": label,
+                         # qubes/ext/gui.py, audio.py tag it with its guivm/audiovm
+                         "features": {}, "tags": sorted({f"created-by-{c.src}",
+                                                         "audiovm-dom0", "guivm-dom0"}),
+                         "power_state": "Halted", "uuid": _uuid4(), "default_props": [],
+                         "netvm_set_count": 0}
+    fire(st, "", "domain-add", vm=name)
+
+
+def create_dispvm(st: dict[str, Any], c: Call) -> None:
+    """admin.vm.Create.DispVM+<dvm> with payload 'name=N label=L': a DispVM
+    that never comes from the preload queue; auto_cleanup is off."""
+    params = _create_params(st, c)
+    if st["faults"].get("create_fails"):
+        raise QubesdError("Create.DispVM failed (simulated)")
+    name = params["name"]
+    _validate_name(st, name)
+    _name_free(st, name)
     get_qube(st, c.arg)
     q = new_dispvm(st, c.arg, name, unused_dispid(st["qubes"]), auto_cleanup=False)
     q["label"] = params["label"]
@@ -369,13 +483,30 @@ def kill(st: dict[str, Any], c: Call) -> None:
 
 
 def remove(st: dict[str, Any], c: Call) -> None:
+    """admin.vm.Remove: a halted qube that no other qube (nor a global
+    property) uses (app.py on_domain_pre_deleted). R4.3 counts only
+    properties set explicitly and lets the DVM template of a preloaded
+    disposable go; R4.2 counts every value, defaults included."""
     q = get_qube(st, c.dest)
     if q["klass"] == "AdminVM":
         raise VMInUse("'dom0' cannot be removed")
     if q["power_state"] != "Halted":
         raise VMNotHalted(f"Domain is not powered off: {c.dest!r}")
-    users = sorted(n for n, o in st["qubes"].items() if n != c.dest and c.dest in
-                   (o.get("template"), o.get("netvm"), o.get("default_dispvm")))
+    old = r42(st)
+    users = []
+    for n, o in st["qubes"].items():
+        if n == c.dest:
+            continue  # a qube may reference itself
+        preload = not old and n in preload_list(st["qubes"].get(
+            o.get("template") or "", {"features": {}}))
+        for prop in ("template", "netvm", "default_dispvm", "management_dispvm"):
+            if prop not in props_of(st, o):
+                continue
+            is_default, value = prop_value(st, n, prop)
+            if value == c.dest and (old or not is_default) and not (
+                    preload and prop in ("template", "default_dispvm")):
+                users.append(f"{n}:{prop}")
+    users += [f"@GLOBAL:{k}" for k, v in st.get("globals", {}).items() if v == c.dest]
     if users:  # admin.py vm_remove: the users go to qubesd's log, not the reply
         space = "" if r42(st) else "  "
         raise VMInUse(f"Domain is in use: {c.dest!r};{space}see 'journalctl -u qubesd -e' in "
@@ -403,15 +534,18 @@ METHODS: dict[str, Callable[[dict[str, Any], Call], Any]] = {
     "admin.vm.List": vm_list,
     "admin.vm.property.Get": property_get,
     "admin.vm.property.GetAll": property_get_all,
+    "admin.vm.property.List": property_list,
     "admin.vm.property.Set": property_set,
     "admin.vm.property.Reset": property_reset,
     "admin.vm.feature.Get": feature_get,
     "admin.vm.feature.CheckWithTemplate": feature_check_with_template,
     "admin.vm.feature.Set": feature_set,
+    "admin.vm.feature.Remove": feature_remove,
     "admin.vm.tag.List": tag_list,
     "admin.vm.tag.Get": tag_get,
     "admin.vm.tag.Set": tag_set,
     "admin.vm.CreateDisposable": create_disposable,
+    "admin.vm.Create.AppVM": create_appvm,
     "admin.vm.Create.DispVM": create_dispvm,
     "admin.vm.Start": start,
     "admin.vm.Kill": kill,

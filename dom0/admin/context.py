@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from whonix_open.contract import Exit
+from whonix_open.dom0.admin.dvm_setup import preloads_supported
 from whonix_open.dom0.admin.inventory import Inventory, Qube, Source
 from whonix_open.dom0.admin.readcache import ReadCache
 from whonix_open.dom0.admission import OPT_IN_FEATURE, Caller, would_refuse
@@ -51,6 +52,12 @@ class Context:
     def global_default_dispvm(self) -> str | None:
         """Read only when needed (one admin.property.Get)."""
         return self.source.global_default_dispvm()
+
+    @functools.cached_property
+    def preloads_supported(self) -> bool:
+        """R4.3 or later (one admin.vm.property.List, see dvm_setup)."""
+        dvms = self.ws_dvms()
+        return bool(dvms) and preloads_supported(self.backend, dvms[0].name)
 
     @property
     def config_path(self) -> str:

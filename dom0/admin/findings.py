@@ -39,7 +39,8 @@ CHECKS = {
     "network-opt-in": "a qube without a netvm that may use profiles with a network "
                       "(dom0 feature whonix-open-allow-network): its files and links can "
                       "leave through a disposable",
-    "preload": "which profiles can use the R4.3 preloaded disposables of their DVM template",
+    "fast-path": "a profile takes an R4.3 preloaded disposable (its DVM template has the "
+                 "profile's network and keeps preloads), or which setup command gives it one",
     "policy": "qrexec policy: loads, who may call each service and profile, shadowing",
 }
 

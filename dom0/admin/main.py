@@ -8,13 +8,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from whonix_open import __version__
-from whonix_open.dom0.admin import cmd_check, cmd_policy, cmd_reap, cmd_status, common
+from whonix_open.dom0.admin import cmd_check, cmd_policy, cmd_reap, cmd_setup, cmd_status, common
 
 COMMANDS = {
     "check": (cmd_check, "check the Whonix setup and this service's state (PASS/WARN/FAIL)"),
     "status": (cmd_status, "show the open sessions"),
     "reap": (cmd_reap, "remove disposables left behind by dead sessions"),
     "policy": (cmd_policy, "policy explain QUBE [SERVICE[+ARG]]: who may call what, and why"),
+    "setup": (cmd_setup, "a DVM template per network, with preloads (--undo takes it back)"),
 }
 
 USAGE = f"""\
@@ -22,7 +23,8 @@ usage: {common.PROG} COMMAND [OPTIONS]
 
 Administer whonix-open in dom0: check that the network path of Whonix
 disposables is sound before anyone relies on it, see what is open now, clean
-up after dead sessions, and see what the qrexec policy allows.
+up after dead sessions, see what the qrexec policy allows, and set up the
+fast path (preloaded disposables) for every profile.
 
 commands:
 """ + "\n".join(f"  {name:<8} {text}" for name, (_, text) in COMMANDS.items()) + f"""

@@ -39,7 +39,7 @@ def test_a_correct_whonix_setup_passes_everything(admin):
     assert data["summary"] == {"PASS": len(data["findings"]), "WARN": 0, "FAIL": 0}
     seen = {f["check"] for f in data["findings"]}
     # every subject was looked at (the ones that only report problems aside)
-    assert seen >= {"config", "profile", "preload", "dvm-netvm", "anon-netvm",
+    assert seen >= {"config", "profile", "fast-path", "dvm-netvm", "anon-netvm",
                     "anon-default-dispvm", "dvm-running", "orphan", "policy"}
 
 
@@ -75,13 +75,8 @@ CASES = {
                         ["qvm-prefs disp4242 auto_cleanup True"]),
     # marked, but no record names it (the run dir was lost): proves nothing
     "orphan": ("unproven", "WARN", ["disp77"], ["qvm-kill disp77"]),
-    "preload": ("preload", "WARN", ["whonix-workstation-18-dvm"], [
-        "qvm-create --class AppVM --template whonix-workstation-18 --label black "
-        "--property template_for_dispvms=True whonix-workstation-18-offline",
-        "qvm-prefs whonix-workstation-18-offline netvm ''",
-        "qvm-prefs whonix-workstation-18-offline default_dispvm ''",
-        "qvm-features whonix-workstation-18-offline preload-dispvm-max 2",
-        "edit {config}: [profiles.offline] dvm = \"whonix-workstation-18-offline\""]),
+    "preload": ("fast-path", "WARN", ["whonix-workstation-18-dvm"],
+                ["whonix-open-admin setup --profile offline"]),
 }
 
 
@@ -110,8 +105,9 @@ def test_text_output_names_the_qubes_and_the_fix(make_admin):
 
 def test_preloads_a_profile_can_use_pass(make_admin):
     out = make_admin("preload").check()
-    passed = [f for f in findings(out, "PASS") if f["check"] == "preload"]
-    assert len(passed) == 1 and "profile tor can use the 2 preloaded" in passed[0]["message"]
+    passed = [f for f in findings(out, "PASS") if f["check"] == "fast-path"]
+    assert len(passed) == 1 and "profile tor takes one of the 2 preloaded" in \
+        passed[0]["message"]
 
 
 def test_a_disposable_of_a_live_session_is_no_orphan(make_admin):
@@ -178,10 +174,11 @@ def test_dom0s_preload_setting_counts_for_the_global_default_dispvm(admin):
     with contextlib.redirect_stdout(out):
         code = main(["check", "--json", "--policy-dir", str(admin.policy)],
                     app=WithGlobalDefault(SimBackend.from_env(admin.env())), env=admin.env())
-    preload = [f for f in json.loads(out.getvalue())["findings"] if f["check"] == "preload"]
+    fast = {f["message"].split()[1]: f for f in json.loads(out.getvalue())["findings"]
+            if f["check"] == "fast-path"}
     assert code == 0
-    assert [f["level"] for f in preload] == ["WARN", "PASS"]  # offline, tor
-    assert "tor can use the 3 preloaded" in preload[1]["message"]
+    assert {p: f["level"] for p, f in fast.items()} == {"offline": "WARN", "tor": "PASS"}
+    assert "tor takes one of the 3 preloaded" in fast["tor"]["message"]
 
 
 def test_an_unknown_backend_is_refused_in_words(admin):

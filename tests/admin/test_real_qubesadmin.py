@@ -132,3 +132,53 @@ def test_calls_per_command_at_the_socket(real, capsys):
             print(f"\n{args[0]}: {len(made)} calls for {len(r.admin.sim.qubes())} qubes: "
                   f"{dict(collections.Counter(m for m, _d, _a in made))}")
         assert made, "every command reads qubesd"
+
+
+def test_setup_then_opens_take_preloads_and_undo_restores(real, capsys):
+    """setup and --undo through the real qubesadmin (qvm-create's
+    add_new_vm, property/feature/tag writes, property_list, del domains[]),
+    and the broker with the real library after it: offline and tor2 each
+    take a preload, with no admin.vm.Start in the open."""
+    from tests.admin.test_setup import MY_PROFILES, OFFLINE_DVM, TOR2_DVM, system
+
+    r = real("two-gateways")
+    r.admin.config.write_text(MY_PROFILES)
+    r.admin.sim.set_feature("dom0", "preload-dispvm-delay", "0")
+    r.check()  # every qube read once
+    before, text = system(r.admin), r.admin.config.read_text()
+    calls = len(r.qubesd.calls)
+    dry = r.run("setup", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert not [c for c in r.qubesd.calls[calls:] if not c[0].endswith(
+        ("List", "Get", "GetAll", "CheckWithTemplate", "CurrentState"))]
+    calls = len(r.qubesd.calls)
+    done = r.run("setup")
+    assert done.returncode == 0, done.stderr
+    made = r.qubesd.calls[calls:]
+    planned = [c for c in json.loads(dry.stdout)["changes"] if c["call"]]
+    assert [(m, d, a) for m, d, a in made if m in {c["call"] for c in planned}] == \
+        [(c["call"], "dom0" if c["call"] == "admin.vm.Create.AppVM" else c["qube"], c["arg"])
+         for c in planned]
+    with capsys.disabled():
+        print(f"\nsetup (real qubesadmin): {len(made)} calls for {len(planned)} changes: "
+              f"{dict(collections.Counter(m for m, _d, _a in made))}")
+    again = r.run("setup")
+    assert again.returncode == 0 and again.stdout.splitlines()[-1] == "nothing to change"
+    r.admin.sim.settle()
+    for profile, dvm in (("offline", OFFLINE_DVM), ("tor2", TOR2_DVM)):
+        ready = r.admin.sim.preloads(dvm)
+        start = len(r.qubesd.calls)
+        result = r.broker().open_file(arg=profile)
+        assert result.code == 0, result.err
+        opened = r.qubesd.calls[start:]
+        methods = [m for m, _d, _a in opened]
+        assert "admin.vm.Start" not in methods and len(opened) <= 12, methods
+        used = [d for m, d, _a in opened if m == "admin.vm.Kill"]
+        assert used == [ready[0]]  # the preload it was handed, nothing else
+        with capsys.disabled():
+            print(f"{profile} open after setup (real qubesadmin): {len(opened)} calls")
+        r.admin.sim.settle()
+        assert len(r.admin.sim.preloads(dvm)) == 2  # refilled by qubesd
+    undo = r.run("setup", "--undo")
+    assert undo.returncode == 0, undo.stderr
+    assert system(r.admin) == before and r.admin.config.read_text() == text

@@ -1,5 +1,5 @@
 """Does every profile resolve, for every calling qube, and which profiles
-can use R4.3 preloads? Resolution is the broker's own `make_plan` (through
+take the R4.3 preloaded-disposable fast path? Resolution is the broker's own `make_plan` (through
 the same Backend), so check and broker cannot disagree."""
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from whonix_open.dom0.backend import NoSuchQube, QubeInfo
 from whonix_open.dom0.config import Profile
 from whonix_open.dom0.disposable import MARKER_FEATURE
 from whonix_open.dom0.errors import Refusal
-from whonix_open.dom0.resolve import Plan, make_plan
+from whonix_open.dom0.resolve import SETUP_MARKER, Plan, make_plan
 
 PRELOAD_MAX = "preload-dispvm-max"
+SETUP_COMMAND = "whonix-open-admin setup"
 
 
 def callers(ctx: Context) -> dict[tuple, list[Qube]]:
@@ -131,41 +132,53 @@ def _max(ctx: Context, q: Qube) -> int:
         return 0
 
 
-def _preloads(ctx: Context) -> list[Finding]:
-    """A preload boots with its DVM template's netvm: a profile can be served
-    from it only when that netvm already is the profile's network."""
-    out = []
-    used: dict[tuple[str, str], Plan] = {}
+def _works_in(q: Qube) -> bool:
+    """A qube a user works in (not a DVM template, not a disposable): the
+    callers whose opens the fast path is about."""
+    return q.klass in ("AppVM", "StandaloneVM") and not q.template_for_dispvms
+
+
+def _fast_path(ctx: Context) -> list[Finding]:
+    """A profile is on the fast path when the broker may use CreateDisposable
+    (its DVM template's own netvm is its network: a preload boots with that
+    netvm) and the DVM template keeps preloads. Missing it is a WARN where
+    preloads are in use on this system, else one PASS naming the command."""
+    dvms = ctx.ws_dvms()
+    if ctx.config is None or not dvms:
+        return []
+    if not ctx.preloads_supported:
+        return [finding("fast-path", PASS, "this qubesd has no preloaded disposables (R4.2): "
+                        "each open boots a disposable; preloads need R4.3")]
+    out, slow = [], []
     for name, outcome in plans(ctx).items():
-        for result in outcome:
-            if isinstance(result, Plan):
-                used[(name, result.dvm)] = result
-    for (name, dvm), plan in sorted(used.items()):
-        q = ctx.inventory.get(dvm)
-        if q is None or _max(ctx, q) == 0:
-            continue
-        if plan.fits_dvm:  # the broker takes CreateDisposable: preloads are its fast path
-            out.append(finding("preload", PASS,
-                               f"profile {name} can use the {_max(ctx, q)} preloaded disposables "
-                               f"of {dvm} (its netvm is {q.netvm or 'none'})", [dvm]))
-            continue
-        base = dvm[:-4] if dvm.endswith("-dvm") else dvm
-        new = f"{base}-{name}"[:31]
-        net = plan.gateway or "''"
-        out.append(finding(
-            "preload", WARN,
-            f"profile {name} ({plan.network}) cannot use the preloaded disposables of {dvm}: "
-            f"they boot with netvm {q.netvm or 'none'}; each {name} open starts a fresh "
-            f"disposable. For a fast path give {name} a DVM template of its own network",
-            [dvm], [f"qvm-create --class AppVM --template {q.template} --label "
-                    f"{'black' if plan.gateway is None else 'red'} "
-                    f"--property template_for_dispvms=True {new}",
-                    f"qvm-prefs {new} netvm {net}", f"qvm-prefs {new} default_dispvm ''",
-                    f"qvm-features {new} {PRELOAD_MAX} 2",
-                    f'edit {ctx.config_path}: [profiles.{name}] dvm = "{new}"']))
-    if not out:
-        out.append(finding("preload", PASS, "no DVM template a profile uses has preloaded "
-                           f"disposables ({PRELOAD_MAX}); each open starts a fresh one"))
+        for plan, names in outcome.items():
+            q = ctx.inventory.get(plan.dvm) if isinstance(plan, Plan) else None
+            if q is None or not any(_works_in(ctx.inventory[n]) for n in names
+                                    if n in ctx.inventory):
+                continue
+            have = _max(ctx, q)
+            if plan.fits_dvm and have:
+                out.append(finding("fast-path", PASS,
+                                   f"profile {name} takes one of the {have} preloaded "
+                                   f"disposables of {plan.dvm} (netvm {q.netvm or 'none'})",
+                                   [plan.dvm]))
+                continue
+            why = (f"{plan.dvm} keeps no preloaded disposables" if plan.fits_dvm else
+                   f"the netvm of {plan.dvm} is {q.netvm or 'none'}, not {plan.network}")
+            more = " --preloads 2" if plan.fits_dvm and q.features.get(SETUP_MARKER) else ""
+            slow.append((name, plan.dvm, why, f"{SETUP_COMMAND} --profile {name}{more}"))
+    if slow and any(_max(ctx, q) for q in dvms):  # preloads are wanted here
+        out += [finding("fast-path", WARN,
+                        f"profile {name} boots a fresh disposable for each open (5-20 s "
+                        f"instead of about 1): {why}", [dvm], [fix])
+                for name, dvm, why, fix in slow]
+    elif slow:
+        names = ", ".join(sorted({s[0] for s in slow}))
+        out.append(finding("fast-path", PASS,
+                           f"no DVM template keeps preloaded disposables: each open of "
+                           f"{names} boots one (5-20 s); '{SETUP_COMMAND}' gives every "
+                           f"profile a preloaded DVM template of its network",
+                           fix=[SETUP_COMMAND]))
     return out
 
 
@@ -175,4 +188,4 @@ def run(ctx: Context) -> list[Finding]:
                         fix=[f"edit {ctx.config_path}"])]
     return [finding("config", PASS, f"{ctx.config_path}: "
                     f"{len(ctx.config.profiles)} profiles, default {ctx.config.default_profile}"),
-            *_profiles(ctx), *_preloads(ctx)]
+            *_profiles(ctx), *_fast_path(ctx)]
