@@ -17,6 +17,11 @@ Control keys (all optional):
         `cut_reply_at` reply bytes, if given, without dying), touch
         `ready_file` and sleep until killed
   ignore_sigterm: ignore SIGTERM (only SIGKILL ends it)
+  flood: after the body, reply forever (64 KiB writes of b"x") - a hostile
+        disposable that never stops sending
+  trickle: [bytes, seconds]: after the body, reply forever, this many bytes
+        every this many seconds
+  pid_file: write this process's pid there when the exchange starts
   before_reply: an argv run (and waited for) just before replying, e.g. to
         remove the original's directory or make it read-only while open
 Every call appends one JSON line to STANDIN_LOG: argv, the header (hex), the
@@ -64,6 +69,9 @@ def main():
             os.write(1, json.dumps(control["status_json"]).encode())
         return control.get("status_code", 0)
 
+    if "pid_file" in control:
+        with open(control["pid_file"], "w") as fh:
+            fh.write(str(os.getpid()))
     header = read_exact(0, HEADER_SIZE)
     digest = hashlib.sha256()
     body_len = 0
@@ -101,6 +109,15 @@ def main():
     if "append_to" in control:
         with open(control["append_to"], "ab") as fh:
             fh.write(b"local change")
+    if control.get("flood") or control.get("trickle"):
+        size, pause = control.get("trickle") or (65536, 0)
+        chunk = b"x" * size
+        try:
+            while True:
+                os.write(1, chunk)
+                time.sleep(pause)
+        except BrokenPipeError:
+            return 141  # the caller hung up: what qrexec-client-vm does too
     mode = control.get("mode", "echo")
     if mode == "echo":
         reply = bytes(body)
