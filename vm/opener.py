@@ -140,7 +140,7 @@ def open_file(
         return Outcome(arg, CliExit.TRANSPORT, f"{arg}: {exc}.")
     except OSError as exc:  # e.g. the disk filled up while receiving
         target.close()
-        why = oserrors.why(exc, None if reply is None else os.path.dirname(reply.path))
+        why = oserrors.why(exc, None if reply is None else reply.directory)
         text = f"{arg}: receiving the edited file failed: {why}. The original is unchanged."
         return _kept_outcome(target, reply, CliExit.FILE_FAILED, text, partial=True)
     try:
@@ -159,6 +159,7 @@ def open_file(
         # Otherwise it stays open until here: apply() locks the original by it.
         if not transfer.sender_running:
             target.close()
+        target.close_dir()
 
 
 def _too_large(arg: str, transfer: transport.Transfer, reply: editback.ReplyFile) -> Outcome:
