@@ -277,4 +277,9 @@ def _edit_outcome(
             f"{arg}: the edits could not be saved: {why}.", partial=False,
             note=" Nothing was replaced; the edited file is kept at {path}.",
         )
-    return Outcome(arg, CliExit.OK, f"{arg}: edited in a disposable; changes saved.")
+    text = f"{arg}: edited in a disposable; changes saved."
+    now = os.path.join(target.directory, target.name)
+    if now != target.path:
+        text += (f" They are in {now}: its folder was moved or replaced while the file "
+                 f"was open, and {target.path} is no longer that file.")
+    return Outcome(arg, CliExit.OK, text)

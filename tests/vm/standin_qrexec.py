@@ -22,6 +22,9 @@ Control keys (all optional):
   trickle: [bytes, seconds]: after the body, reply forever, this many bytes
         every this many seconds
   pid_file: write this process's pid there when the exchange starts
+  status_wait_for / reply_wait_for: a path; before answering
+        whonix.RoutingStatus / before replying, wait (30 s at most) until it
+        exists (e.g. until another user swapped a folder)
   before_reply: an argv run (and waited for) just before replying, e.g. to
         remove the original's directory or make it read-only while open
 Every call appends one JSON line to STANDIN_LOG: argv, the header (hex), the
@@ -49,6 +52,12 @@ def read_exact(fd, n):
     return out
 
 
+def wait_for(path):
+    deadline = time.monotonic() + 30
+    while path and not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def log(entry):
     with open(os.environ["STANDIN_LOG"], "a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry) + "\n")
@@ -62,6 +71,7 @@ def main():
     argv = sys.argv[1:]
     service = argv[1] if len(argv) > 1 else ""
     if service.startswith("whonix.RoutingStatus"):
+        wait_for(control.get("status_wait_for"))
         log({"argv": argv})
         if "status_raw" in control:
             os.write(1, control["status_raw"].encode())
@@ -104,6 +114,7 @@ def main():
             if time.monotonic() > deadline:
                 return 99
             time.sleep(0.01)
+    wait_for(control.get("reply_wait_for"))
     if "before_reply" in control:
         subprocess.run(control["before_reply"], check=True)
     if "append_to" in control:
