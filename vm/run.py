@@ -74,13 +74,11 @@ def run(ns: argparse.Namespace) -> int:
     status = routing.routing_status()
     for text in status.warnings():
         reporter.warning(text)
-    if cfg.require_whonix_gateway and not status.behind_gateway_for_sure():
+    why_not = status.why_not_required_path() if cfg.require_whonix_gateway else None
+    if why_not:
         for _, target in targets:
             target.close()
-        reporter.error(
-            "refused: require_whonix_gateway is set in "
-            f"{cfg.source} and this qube is not known to be behind a Whonix-Gateway"
-        )
+        reporter.error(f"refused: require_whonix_gateway is set in {cfg.source}: {why_not}.")
         return CliExit.REFUSED_LOCALLY
 
     profile = _profile(ns, cfg.default_profile, status)
