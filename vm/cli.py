@@ -3,7 +3,7 @@ checked (Tor through a Whonix-Gateway, or offline).
 
     whonix-open [--view-only | --edit] [--profile NAME | --offline]
                 [--status [--json]] [--quiet] [--no-notify] [--] FILE...
-    whonix-open [--profile NAME] URL...          (links: vm/links.py)
+    whonix-open [--profile NAME] [--url] URL...  (links: vm/links.py)
     whonix-open --app NAME [--profile NAME | --offline]   (apps: vm/apps.py)
     whonix-open --recover [PATH...]
 
@@ -138,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="no desktop notifications (they are used when stderr is not a terminal)",
     )
     parser.add_argument(
+        "--url",
+        action="store_true",
+        help="every argument is a link, never a file name (what the link handler uses: "
+        "no file of that name is looked for)",
+    )
+    parser.add_argument(
         "--app",
         metavar="NAME",
         help="start an app that dom0 allows (built in: torbrowser, terminal) in a "
@@ -159,10 +165,15 @@ def _links_or_app(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> bo
 
     ns.links = []
     if ns.recover:  # its PATHs are files of earlier opens, never links
-        if ns.app is not None:
-            parser.error("--app does not go with --recover")
+        if ns.app is not None or ns.url:
+            parser.error("--app and --url do not go with --recover")
         return False
-    links = [arg for arg in ns.files if looks_like_link(arg)]
+    if ns.url:
+        if ns.app is not None or not ns.files:
+            parser.error("--url takes one or more URLs and no --app")
+        links = list(ns.files)
+    else:
+        links = [arg for arg in ns.files if looks_like_link(arg)]
     if ns.app is None and not links:
         return False
     if ns.app is not None and ns.files:

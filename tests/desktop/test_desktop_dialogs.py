@@ -103,7 +103,7 @@ def choose(gui, *args):
 def test_confirmed_link_is_opened(gui):
     proc = drive(gui, link(gui, "--confirm", "--", URL), [["Return"]], "link-confirm-accept")
     assert proc.returncode == 0, proc.stderr
-    assert gui.standin.wait_calls(1) == [["--", URL]]
+    assert gui.standin.wait_calls(1) == [["--url", "--", URL]]
 
 
 def test_escape_at_the_confirmation_sends_nothing(gui):
