@@ -44,6 +44,7 @@ def isolated_env(root: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("QREXEC_", "WHONIX_OPEN_", "XDG_"))}
     env.update(XDG_CONFIG_HOME=str(root / "config"), XDG_CONFIG_DIRS=str(root / "etc-xdg"),
-               XDG_DATA_HOME=str(root / "data"), WHONIX_OPEN_ROOT=str(root / "fsroot"))
+               XDG_DATA_HOME=str(root / "data"), XDG_STATE_HOME=str(root / "state"),
+               WHONIX_OPEN_ROOT=str(root / "fsroot"))
     env.update(extra)
     return env

@@ -3,7 +3,7 @@ checked (Tor through a Whonix-Gateway, or offline).
 
     whonix-open [--view-only | --edit] [--profile NAME | --offline]
                 [--status [--json]] [--quiet] [--no-notify] [--] FILE...
-    whonix-open [--profile NAME] URL...          (links: vm/links.py)
+    whonix-open [--profile NAME] [--url] URL...  (links: vm/links.py)
     whonix-open --app NAME [--profile NAME | --offline]   (apps: vm/apps.py)
     whonix-open --recover [PATH...]
 
@@ -20,7 +20,8 @@ Exit status (with several files: the first failing file's, in argument order):
   0 ok; 1 a file failed here (refused, I/O error, edit not applied) or an
   unexpected internal error (reported on stderr, as a notification, and logged);
   2 usage or config error; 3 refused here (loop guard, require_whonix_gateway);
-  4 qrexec-client-vm missing or ended abnormally; 64-79 dom0's code and
+  4 qrexec-client-vm missing or ended abnormally; 5 the reply was larger than
+  its cap (removed; the original is unchanged); 64-79 dom0's code and
   125-127 qrexec's code, passed through (listed in --help); 129/130/143 interrupted.
 
 Only argparse and the contract are imported at start, so `--help` stays fast;
@@ -39,8 +40,8 @@ from whonix_open.vm.exitcodes import EPILOG
 _EPILOG_NOTES = """
 config: $XDG_CONFIG_HOME/whonix-open/config.toml (or /etc/xdg/whonix-open/),
   keys: default_profile = "NAME", view_only = true|false,
-  require_whonix_gateway = true|false (refuse instead of warn when this qube
-  is not behind a Whonix-Gateway).
+  require_whonix_gateway = true|false (refuse instead of warn unless dom0
+  confirms this qube is behind a Whonix-Gateway), max_reply_size = "SIZE".
 edit-back: the original is replaced (atomically, mode kept) only after dom0
   reports success; otherwise it is left byte-identical and any edited copy is
   kept as NAME.whonix-open-edited-<timestamp> next to it, or in
@@ -50,7 +51,23 @@ edit-back: the original is replaced (atomically, mode kept) only after dom0
   removed) or .complete (kept as an edited copy) file: the next run on that
   file, or --recover, reports and handles it.
   A name starting with "view-only-" is sent as "_view-only-..." in edit mode.
+  Reply cap: an edit that comes back larger than --max-reply/max_reply_size
+  (default 4 times the file, at least 64 MiB) or than the free space less a
+  reserve is cut off and removed, the original untouched (exit status 5).
+  The replaced file never gets more permissions than the original: no
+  setuid/setgid/sticky bits, same group, same ACL, or it is kept instead with
+  mode 0600 (kept copies are always 0600). The original's folder is held open
+  from the start: a folder swapped meanwhile cannot redirect the edit.
 """
+
+
+def _size(text: str) -> int:
+    from whonix_open.vm.replycap import SizeError, parse_size
+
+    try:
+        return parse_size(text)
+    except SizeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--offline", action="store_true", help="same as --profile offline: no network at all"
     )
     parser.add_argument(
+        "--max-reply",
+        metavar="SIZE",
+        type=_size,
+        help=(
+            "the most an edited file may come back as (e.g. 8G for large media; "
+            "default: max_reply_size from the config, else 4 times the file's size, at "
+            "least 64 MiB); never more than the free space, less a reserve"
+        ),
+    )
+    parser.add_argument(
         "--status",
         action="store_true",
         help="print this qube's routing status (asked of dom0) and exit",
@@ -111,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="no desktop notifications (they are used when stderr is not a terminal)",
     )
     parser.add_argument(
+        "--url",
+        action="store_true",
+        help="every argument is a link, never a file name (what the link handler uses: "
+        "no file of that name is looked for)",
+    )
+    parser.add_argument(
         "--app",
         metavar="NAME",
         help="start an app that dom0 allows (built in: torbrowser, terminal) in a "
@@ -132,10 +165,15 @@ def _links_or_app(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> bo
 
     ns.links = []
     if ns.recover:  # its PATHs are files of earlier opens, never links
-        if ns.app is not None:
-            parser.error("--app does not go with --recover")
+        if ns.app is not None or ns.url:
+            parser.error("--app and --url do not go with --recover")
         return False
-    links = [arg for arg in ns.files if looks_like_link(arg)]
+    if ns.url:
+        if ns.app is not None or not ns.files:
+            parser.error("--url takes one or more URLs and no --app")
+        links = list(ns.files)
+    else:
+        links = [arg for arg in ns.files if looks_like_link(arg)]
     if ns.app is None and not links:
         return False
     if ns.app is not None and ns.files:
@@ -149,8 +187,8 @@ def _links_or_app(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> bo
             parser.error(str(exc))
     if links and len(links) != len(ns.files):
         parser.error("give links and files in separate calls")
-    if ns.view_only or ns.edit or ns.status:
-        parser.error("--view-only, --edit and --status apply to files only")
+    if ns.view_only or ns.edit or ns.status or ns.max_reply is not None:
+        parser.error("--view-only, --edit, --max-reply and --status apply to files only")
     if links and ns.offline:
         parser.error("links need a network: --offline cannot open them")
     try:

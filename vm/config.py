@@ -4,8 +4,10 @@ user's own file wins).
 
     default_profile = "offline"      # a profile name dom0 knows
     view_only = true                 # open view-only unless --edit is given
-    require_whonix_gateway = true    # refuse (not just warn) in a qube that is
-                                     # not behind a Whonix-Gateway
+    require_whonix_gateway = true    # refuse (not just warn) unless dom0 says
+                                     # this qube is behind a Whonix-Gateway
+    max_reply_size = "8G"            # the most an edit may come back as (bytes,
+                                     # or K/M/G/T); default: vm/replycap.py
 
 Unknown keys and wrong types are errors: a typo must not silently weaken what
 the user asked for.
@@ -31,8 +33,9 @@ class ConfigError(Exception):
 UserConfig = namedtuple(
     "UserConfig",
     # source: the file it came from, None for built-in defaults
-    ["default_profile", "view_only", "require_whonix_gateway", "source"],
-    defaults=(None, False, False, None),
+    # max_reply_size: bytes, None for the default cap (vm/replycap.py)
+    ["default_profile", "view_only", "require_whonix_gateway", "max_reply_size", "source"],
+    defaults=(None, False, False, None, None),
 )
 
 
@@ -40,6 +43,7 @@ _TYPES: dict[str, type] = {
     "default_profile": str,
     "view_only": bool,
     "require_whonix_gateway": bool,
+    "max_reply_size": str,
 }
 
 
@@ -75,8 +79,17 @@ def parse(text: str, source: str) -> UserConfig:
             f"{source}: default_profile {profile!r} is not a profile name "
             "(lowercase letters, digits and '-', at most 31)"
         )
+    max_reply = data.get("max_reply_size")
+    if max_reply is not None:
+        from whonix_open.vm.replycap import SizeError, parse_size
+
+        try:
+            max_reply = parse_size(max_reply)
+        except SizeError as exc:
+            raise ConfigError(f"{source}: max_reply_size: {exc}") from None
     return UserConfig(
         default_profile=profile,
+        max_reply_size=max_reply,
         view_only=data.get("view_only", False),
         require_whonix_gateway=data.get("require_whonix_gateway", False),
         source=source,

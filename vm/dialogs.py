@@ -51,6 +51,19 @@ def dialog_program(env: Mapping[str, str] | None = None) -> str | None:
     return None
 
 
+def _zenity_plain(text: str) -> str:
+    """*text* for zenity's --text, which unescapes backslash sequences
+    (g_strcompress: "\\n" -> newline) even with --no-markup: backslashes are
+    doubled so that they show as they are."""
+    return text.replace("\\", "\\\\")
+
+
+def _zenity_markup(text: str) -> str:
+    """*text* for a zenity --text that is Pango markup whatever the options
+    (--list ignores --no-markup): Pango-escaped, then as _zenity_plain()."""
+    return _zenity_plain(html.escape(text, quote=False))
+
+
 def why_cannot_ask(env: Mapping[str, str] | None = None) -> str | None:
     """Why no dialog can be shown here, in words; None if one can."""
     env = os.environ if env is None else env
@@ -69,7 +82,7 @@ def yes_no(question: str, program: str | None = None) -> bool:
     program = program or dialog_program()
     if program == "zenity":
         return _run(["zenity", "--question", f"--title={TITLE}", "--no-markup",
-                     "--width=480", f"--text={question}"])[0] == 0
+                     "--width=480", f"--text={_zenity_plain(question)}"])[0] == 0
     if program == "kdialog":
         return _run(["kdialog", "--title", TITLE, "--yesno", html.escape(question)])[0] == 0
     return False
@@ -84,20 +97,28 @@ def _run(argv: list[str]) -> tuple[int, str]:
     return done.returncode, done.stdout.strip()
 
 
-def confirm_link(shown: str, program: str | None = None) -> bool:
-    """Ask before a link is opened; *shown* is already escaped and shortened."""
+def confirm_link(host: str, lines: list[str], program: str | None = None) -> bool:
+    """Ask before a link is opened: its *host* first and whole (the xn-- form
+    of an international name, as it is sent), then the whole link in *lines*
+    (checked links: printable ASCII only; nothing left out)."""
     program = program or dialog_program()
     question = "Open this link in a Tor disposable?"
+    idn = ("\n(an international domain name, shown in its xn-- form)"
+           if any(label.startswith("xn--") for label in host.lower().split(".")) else "")
     detail = ("It opens in a fresh Whonix disposable whose Tor gateway dom0 checks "
               "first; the disposable is destroyed when the browser closes.")
+    link = "\n".join(lines)
     if program == "zenity":
+        text = f"{question}\n\nHost: {host}{idn}\n\nThe whole link:\n{link}\n\n{detail}"
         code, _ = _run(["zenity", "--question", f"--title={TITLE}", "--no-markup",
-                        "--ok-label=Open", "--cancel-label=Cancel", "--width=480",
-                        f"--text={question}\n\n{shown}\n\n{detail}"])
+                        "--ok-label=Open", "--cancel-label=Cancel", "--width=560",
+                        f"--text={_zenity_plain(text)}"])
         return code == 0
     if program == "kdialog":
-        text = f"{html.escape(question)}<br><br><tt>{html.escape(shown)}</tt><br><br>" \
-               f"{html.escape(detail)}"
+        text = (f"{html.escape(question)}<br><br>Host: <b>{html.escape(host)}</b>"
+                f"{html.escape(idn).replace(chr(10), '<br>')}<br><br>The whole link:<br>"
+                f"<tt>{html.escape(link).replace(chr(10), '<br>')}</tt><br><br>"
+                f"{html.escape(detail)}")
         code, _ = _run(["kdialog", "--title", TITLE, "--yes-label", "Open", "--no-label",
                         "Cancel", "--yesno", text])
         return code == 0
@@ -116,7 +137,8 @@ def choose(shown: str, preset: tuple[str, bool] = ("tor", True),
         ordered = sorted(CHOICES, key=lambda c: (c[2], c[3]) != preset)
         rows = [value for tag, label, _p, _v in ordered for value in (tag, label)]
         code, out = _run(["zenity", "--list", f"--title={TITLE}", "--no-markup",
-                          f"--text={text}", "--column=tag", "--column=Network and mode",
+                          f"--text={_zenity_markup(text)}", "--column=tag",
+                          "--column=Network and mode",
                           "--hide-column=1", "--print-column=1", "--ok-label=Next",
                           "--width=420", "--height=300", *rows])
         if code != 0:

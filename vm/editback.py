@@ -18,6 +18,17 @@ losing either the original or the edit.
   ``NAME.whonix-open-edited-<timestamp>`` next to the original, or a copy (read
   from the open descriptor, which still works when the directory has become
   read-only or was removed) in ``$XDG_DATA_HOME/whonix-open/recovered/``.
+  A kept copy is always mode 0600 with no ACL: it is the disposable's
+  content, and the reason it was not applied may be who could read it.
+- Every step works on the original's directory as held open since the file
+  was checked (vm/targets.py), with *at calls: a folder swapped meanwhile
+  cannot redirect the reply.
+- Permissions: the replaced file never gets more than the original had: its
+  permission bits without setuid, setgid or sticky, its group, and its ACL
+  exactly (or none when it had none). When the group or the ACL cannot be
+  set, the edit is not applied but kept (0600) and the reason said.
+- Each reply file is recorded in the user's state directory while it exists
+  (vm/replyrecords.py), so a leftover scan offers only files of our own runs.
 """
 
 from __future__ import annotations
@@ -26,15 +37,15 @@ import contextlib
 import errno
 import fcntl
 import os
+import secrets
 import stat
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 
-from whonix_open.vm import oserrors
+from whonix_open.vm import oserrors, replyrecords
 from whonix_open.vm.header import cut_front
-from whonix_open.vm.targets import Target, change_since
+from whonix_open.vm.targets import Target, change_since, open_dir, place
 
 KEPT_INFIX = ".whonix-open-edited-"
 TEMP_INFIX = ".whonix-open-"
@@ -45,6 +56,9 @@ _NAME_MAX = 255
 TEMP_NAME_ROOM = _NAME_MAX - 1 - len(TEMP_INFIX) - 8 - len(COMPLETE)
 LOCK_WAIT = 30.0  # seconds to wait for another program's lock on the original
 _LOCK_POLL = 0.02
+_RANDOM = "abcdefghijklmnopqrstuvwxyz0123456789_"
+ACL_XATTR = "system.posix_acl_access"
+KEPT_MODE = 0o600
 
 
 class ApplyError(Exception):
@@ -57,10 +71,20 @@ class KeepError(Exception):
 
 @dataclass
 class ReplyFile:
-    path: str
+    dir_fd: int  # its directory (O_PATH, ours to close)
+    name: str  # its name there
     fd: int  # open, and flock'ed, until the file has its final name or is gone
     beside_original: bool  # False: it is already in the recovery directory
     why_elsewhere: str | None = None  # why not beside the original
+
+    @property
+    def path(self) -> str:
+        """Where it is now, for messages."""
+        return os.path.join(place(self.dir_fd), self.name)
+
+    @property
+    def directory(self) -> str:
+        return place(self.dir_fd)
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
@@ -69,11 +93,16 @@ class ReplyFile:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1
 
     def discard(self) -> None:
         # Unlink before close: while we hold the lock no scan touches it.
+        if self.fd >= 0:
+            replyrecords.forget_fd(self.fd)
         with contextlib.suppress(OSError):
-            os.unlink(self.path)
+            os.unlink(self.name, dir_fd=self.dir_fd)
         self.close()
 
 
@@ -91,32 +120,51 @@ def short_name(name: str, room: int = TEMP_NAME_ROOM) -> str:
     return os.fsdecode(cut_front(os.fsencode(name), room))
 
 
-def _create_locked(directory: str, base: str) -> tuple[int, str]:
+def _create_locked(dir_fd: int, base: str) -> tuple[int, str]:
+    """A new 0600 file in *dir_fd*, locked, recorded, named ``.part``."""
     prefix = "." + short_name(base) + TEMP_INFIX
-    fd, new_path = tempfile.mkstemp(prefix=prefix, suffix=NEW, dir=directory)
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _attempt in range(100):
+        stem = prefix + "".join(secrets.choice(_RANDOM) for _ in range(8))
+        try:
+            fd = os.open(stem + NEW, flags, 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            continue
+        break
+    else:
+        raise FileExistsError(errno.EEXIST, "no unused temporary name")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new file: never blocks
-        path = new_path[: -len(NEW)] + PART
-        os.rename(new_path, path)
+        replyrecords.record(fd, stem)
+        os.rename(stem + NEW, stem + PART, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError:
+        replyrecords.forget_fd(fd)
         with contextlib.suppress(OSError):
-            os.unlink(new_path)
+            os.unlink(stem + NEW, dir_fd=dir_fd)
         os.close(fd)
         raise
-    return fd, path
+    return fd, stem + PART
 
 
 def create_reply_file(target: Target) -> ReplyFile:
-    """A new, empty, private (0600), locked file to receive the reply into.
-    Raises OSError when neither place works."""
-    base = os.path.basename(target.path)
+    """A new, empty, private (0600), locked file to receive the reply into,
+    in the original's directory as held open. Raises OSError when neither
+    there nor the recovery directory works."""
+    dir_fd = os.dup(target.dir_fd)
     try:
-        fd, path = _create_locked(target.directory, base)
-        return ReplyFile(path=path, fd=fd, beside_original=True)
+        fd, name = _create_locked(dir_fd, target.name)
+        return ReplyFile(dir_fd=dir_fd, name=name, fd=fd, beside_original=True)
     except OSError as exc:  # not writable, full, no inodes: recovery dir
+        os.close(dir_fd)
         why = oserrors.why(exc, target.directory)
-    fd, path = _create_locked(recovery_dir(), base)
-    return ReplyFile(path=path, fd=fd, beside_original=False, why_elsewhere=why)
+    dir_fd = open_dir(recovery_dir())
+    try:
+        fd, name = _create_locked(dir_fd, target.name)
+    except OSError:
+        os.close(dir_fd)
+        raise
+    return ReplyFile(dir_fd=dir_fd, name=name, fd=fd, beside_original=False,
+                     why_elsewhere=why)
 
 
 def mark_complete(reply: ReplyFile) -> None:
@@ -125,16 +173,16 @@ def mark_complete(reply: ReplyFile) -> None:
     SIGKILL during a long fsync leaves a kept copy, not a removed one (a
     leftover is only ever kept, never applied). Best effort: a directory that
     became read-only keeps the ``.part`` name (apply or keep follow at once)."""
-    if reply.path.endswith(PART):
-        complete = reply.path[: -len(PART)] + COMPLETE
+    if reply.name.endswith(PART):
+        complete = reply.name[: -len(PART)] + COMPLETE
         with contextlib.suppress(OSError):
-            os.rename(reply.path, complete)
-            reply.path = complete
+            os.rename(reply.name, complete, src_dir_fd=reply.dir_fd, dst_dir_fd=reply.dir_fd)
+            reply.name = complete
     os.fsync(reply.fd)
 
 
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _fsync_dir(dir_fd: int) -> None:
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         os.fsync(fd)
     finally:
@@ -163,42 +211,93 @@ def _lock_original(fd: int, stop: threading.Event | None) -> bool:
             return False  # e.g. EOPNOTSUPP/EBADF (NFS without flock): no lock
 
 
-def _read_only_fs(directory: str) -> bool:
+def _read_only_fs(dir_fd: int) -> bool:
     try:
-        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+        return bool(os.statvfs(dir_fd).f_flag & os.ST_RDONLY)
     except OSError:
         return False
 
 
+def _acl(fd: int) -> bytes | None:
+    """The file's access ACL (the raw xattr), None when it has none or the
+    file system has no ACLs."""
+    try:
+        return os.getxattr(fd, ACL_XATTR)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return None
+        raise
+
+
+def _drop_acl(fd: int) -> None:
+    """Remove an access ACL (e.g. inherited from a default ACL)."""
+    try:
+        os.removexattr(fd, ACL_XATTR)
+    except OSError as exc:
+        if exc.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+
+
+def _match_permissions(target: Target, reply: ReplyFile) -> None:
+    """Give the reply the original's permissions, never more: its mode bits
+    without setuid/setgid/sticky, its group, its ACL exactly (or none).
+    ApplyError when one of them cannot be set."""
+    st = os.fstat(target.fd)
+    now = os.fstat(reply.fd)
+    if now.st_gid != st.st_gid:
+        try:
+            os.fchown(reply.fd, -1, st.st_gid)
+        except OSError as exc:
+            raise ApplyError(
+                f"the original's group (gid {st.st_gid}) could not be kept on the new "
+                f"version ({exc.strerror}), and another group could read it"
+            ) from None
+    os.fchmod(reply.fd, stat.S_IMODE(st.st_mode) & 0o777)
+    try:
+        acl = _acl(target.fd)
+        if acl is None:
+            _drop_acl(reply.fd)
+        else:
+            os.setxattr(reply.fd, ACL_XATTR, acl)
+    except OSError as exc:
+        raise ApplyError(
+            f"the original's access control list (ACL) could not be copied exactly "
+            f"({exc.strerror})"
+        ) from None
+
+
 def apply(target: Target, reply: ReplyFile, stop: threading.Event | None = None) -> None:
-    """Atomically replace the original with the reply, keeping its mode bits.
-    Raises ApplyError (reply untouched) when that would not be safe, or when
+    """Atomically replace the original with the reply, with the original's
+    permissions (never more). Raises ApplyError (reply untouched, apart from
+    its mode: keep() makes it 0600 again) when that would not be safe, or when
     *stop* is set while waiting for the lock."""
     if not reply.beside_original:
         raise ApplyError(reply.why_elsewhere or "no file could be made beside it")
-    os.fchmod(reply.fd, stat.S_IMODE(target.st.st_mode))
+    _match_permissions(target, reply)
     os.fsync(reply.fd)  # before the lock: keep the locked part short
     locked = _lock_original(target.fd, stop)
     try:
         change = change_since(target)
         if change:
             raise ApplyError(change)
-        if _read_only_fs(target.directory):
+        if _read_only_fs(target.dir_fd):
             raise ApplyError(f"{target.directory} is now on a read-only file system")
-        if not os.access(target.path, os.W_OK):
+        if not os.access(target.name, os.W_OK, dir_fd=target.dir_fd):
             raise ApplyError("the original is read-only")
         try:
-            os.replace(reply.path, target.path)
+            os.replace(reply.name, target.name, src_dir_fd=reply.dir_fd,
+                       dst_dir_fd=target.dir_fd)
         except OSError as exc:
             raise ApplyError(f"cannot replace it: {oserrors.why(exc, target.directory)}") from None
     finally:
         if locked:
             with contextlib.suppress(OSError):
                 fcntl.flock(target.fd, fcntl.LOCK_UN)
-    reply.close()
+    replyrecords.forget_fd(reply.fd)
     # The rename is only durable once the directory entry is on disk.
     with contextlib.suppress(OSError):
-        _fsync_dir(target.directory)
+        _fsync_dir(target.dir_fd)
+    reply.close()
 
 
 def _kept_name(base: str, stamp: str, attempt: int) -> str:
@@ -206,26 +305,35 @@ def _kept_name(base: str, stamp: str, attempt: int) -> str:
     return short_name(base, _NAME_MAX - len(os.fsencode(suffix))) + suffix
 
 
+def _exists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _rename_in_place(reply: ReplyFile, base: str, stamp: str) -> str:
-    """Give the reply file its kept name in its own directory; OSError if
-    that directory cannot be changed."""
-    directory = os.path.dirname(reply.path)
+    """Give the reply file its kept name in its own directory (the one held
+    open); its new name there, or OSError if that directory cannot be changed."""
     for attempt in range(1000):
-        final = os.path.join(directory, _kept_name(base, stamp, attempt))
+        final = _kept_name(base, stamp, attempt)
         try:
-            os.link(reply.path, final)  # fails if *final* exists: never clobber
+            # fails if *final* exists: never clobber
+            os.link(reply.name, final, src_dir_fd=reply.dir_fd, dst_dir_fd=reply.dir_fd,
+                    follow_symlinks=False)
         except FileExistsError:
             continue
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOSYS):
                 raise
             # No hard links here (e.g. vfat): rename, after checking the name.
-            if os.path.lexists(final):
+            if _exists(final, reply.dir_fd):
                 continue
-            os.rename(reply.path, final)
+            os.rename(reply.name, final, src_dir_fd=reply.dir_fd, dst_dir_fd=reply.dir_fd)
             return final
         with contextlib.suppress(OSError):
-            os.unlink(reply.path)
+            os.unlink(reply.name, dir_fd=reply.dir_fd)
         return final
     raise FileExistsError(errno.EEXIST, "a thousand kept copies this second")
 
@@ -259,48 +367,65 @@ def _copy_to_recovery(reply: ReplyFile, base: str, stamp: str) -> str:
     """Copy the reply, read through its open descriptor (works after its
     directory became read-only or was removed), into the recovery directory."""
     directory = recovery_dir()
-    for attempt in range(1000):
-        final = os.path.join(directory, _kept_name(base, stamp, attempt))
-        try:
-            out = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except FileExistsError:
-            continue
-        try:
-            _copy_fd(reply.fd, out)
-            os.fsync(out)
-        except OSError:
+    dir_fd = open_dir(directory)
+    try:
+        for attempt in range(1000):
+            name = _kept_name(base, stamp, attempt)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                out = os.open(name, flags, KEPT_MODE, dir_fd=dir_fd)
+            except FileExistsError:
+                continue
+            try:
+                _copy_fd(reply.fd, out)
+                os.fsync(out)
+            except OSError:
+                os.close(out)
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=dir_fd)
+                raise
             os.close(out)
-            with contextlib.suppress(OSError):
-                os.unlink(final)
-            raise
-        os.close(out)
-        return final
+            return os.path.join(place(dir_fd), name)
+    finally:
+        os.close(dir_fd)
     raise FileExistsError(errno.EEXIST, "a thousand kept copies this second")
+
+
+def _make_private(fd: int) -> None:
+    """A kept copy is 0600, no ACL (best effort: a file system without
+    chmod, such as vfat, has its own fixed rules)."""
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, KEPT_MODE)
+    with contextlib.suppress(OSError):
+        _drop_acl(fd)
 
 
 def keep(reply: ReplyFile, base: str, when: float | None = None) -> str:
     """Keep an unapplied reply under its documented name (*base* is the
-    original's name; *when* the time in it, default now) and return where.
-    Raises KeepError only when no copy could be made anywhere."""
+    original's name; *when* the time in it, default now), mode 0600, and
+    return where. Raises KeepError only when no copy could be made anywhere."""
+    _make_private(reply.fd)
     with contextlib.suppress(OSError):
         os.fsync(reply.fd)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
+    directory = reply.directory
     try:
-        final = _rename_in_place(reply, base, stamp)
+        final = os.path.join(directory, _rename_in_place(reply, base, stamp))
     except OSError as in_place:
         try:
             final = _copy_to_recovery(reply, base, stamp)
         except OSError as exc:
-            still = reply.path if os.path.lexists(reply.path) else None
-            reply.close()
+            still = reply.path if _exists(reply.name, reply.dir_fd) else None
+            reply.close()  # its record stays: --recover offers it later
             where = f"; it is still in {still}" if still else ""
             raise KeepError(
                 f"it could not be kept beside the original "
-                f"({oserrors.why(in_place, os.path.dirname(reply.path))}) nor in the "
+                f"({oserrors.why(in_place, directory)}) nor in the "
                 f"recovery directory ({oserrors.why(exc)}){where}"
             ) from None
         # The directory may be read-only now: then the hidden file stays.
         with contextlib.suppress(OSError):
-            os.unlink(reply.path)
+            os.unlink(reply.name, dir_fd=reply.dir_fd)
+    replyrecords.forget_fd(reply.fd)
     reply.close()
     return final

@@ -2,8 +2,11 @@
 
 whonix-open-link [--confirm] [--] URL...
     The x-scheme-handler/http(s) handler ("Open link in Tor disposable"):
-    each link is checked (vm/links.py); with --confirm a dialog shows it
-    (escaped, shortened) first. Then `whonix-open -- URL...` runs.
+    each link is checked (vm/links.py); with --confirm a dialog shows its
+    host first, then the whole link (nothing that is sent is left out). Then
+    `whonix-open --url -- URL...` runs: links are passed as links, never
+    looked up as file names (a planted file named like the link must not
+    turn a click into a file open).
 
 whonix-open-choose [--ask | --forget] [--] FILE...
     "Open in disposable...": a dialog asks Tor or offline, view-only or edit,
@@ -27,7 +30,7 @@ import sys
 from pathlib import Path
 
 from whonix_open.vm import dialogs
-from whonix_open.vm.links import LinkError, check_link, shorten
+from whonix_open.vm.links import LinkError, check_link, host_of, shorten, shown_whole
 
 CANCELLED = 1
 
@@ -80,9 +83,9 @@ def link_main(argv: list[str] | None = None) -> int:
         if _cannot_ask():
             return CANCELLED
         for link in links:
-            if not dialogs.confirm_link(shorten(link, 120)):
+            if not dialogs.confirm_link(host_of(link), shown_whole(link)):
                 return CANCELLED
-    return _exec_whonix_open(["--", *links])
+    return _exec_whonix_open(["--url", "--", *links])
 
 
 def _state_file() -> Path:

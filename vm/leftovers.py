@@ -12,8 +12,9 @@ between creating and locking it) once it is a minute old.
 
 A run holds an exclusive flock on its reply file for as long as it has it: a
 leftover whose lock we cannot take belongs to a live run (say, another window
-editing the same file) and is left alone. Only the user's own files are
-touched.
+editing the same file) and is left alone. Only files that one of this user's
+runs recorded (vm/replyrecords.py: device, inode and name) are touched: a
+look-alike that came with an archive or was planted is ignored.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import stat
 import time
 from dataclasses import dataclass
 
-from whonix_open.vm import editback, oserrors
+from whonix_open.vm import editback, oserrors, replyrecords
+from whonix_open.vm.targets import open_dir
 
 _LEFTOVER_RE = re.compile(
     r"\.(?P<name>.+)" + re.escape(editback.TEMP_INFIX)
@@ -67,16 +69,23 @@ class Found:
 def _claim(directory: str, entry: str, name: str, state: str) -> Found | None:
     """Handle one leftover if no live run holds it; None when it is not ours
     to touch (in use, gone, not a regular file of this user)."""
-    path = os.path.join(directory, entry)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        dir_fd = open_dir(directory)
     except OSError:
         return None
-    reply = editback.ReplyFile(path=path, fd=fd, beside_original=False)
+    try:
+        fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except OSError:
+        os.close(dir_fd)
+        return None
+    reply = editback.ReplyFile(dir_fd=dir_fd, name=entry, fd=fd, beside_original=False)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
             return None
+        if not replyrecords.is_ours(st, entry):
+            return None  # not made by a whonix-open run of this user
         if state == "new" and (st.st_size or time.time() - st.st_mtime < NEW_FILE_AGE):
             return None  # possibly a live run about to lock it
         try:
@@ -84,7 +93,7 @@ def _claim(directory: str, entry: str, name: str, state: str) -> Found | None:
         except OSError:
             return None  # a live run has it (or no flock here: cannot tell)
         with contextlib.suppress(OSError):
-            now = os.lstat(path)
+            now = os.stat(entry, dir_fd=dir_fd, follow_symlinks=False)
             if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
                 return _handle(reply, name, state == "complete", st)
         return None  # renamed away by its run just before it let go
@@ -103,9 +112,11 @@ def _handle(
             found.error = str(exc)
         return found
     try:
-        os.unlink(reply.path)
+        os.unlink(reply.name, dir_fd=reply.dir_fd)
     except OSError as exc:
-        found.error = f"it cannot be removed: {oserrors.why(exc, os.path.dirname(reply.path))}"
+        found.error = f"it cannot be removed: {oserrors.why(exc, reply.directory)}"
+        return found
+    replyrecords.forget(st)
     return found
 
 

@@ -13,7 +13,19 @@ then runs `qubes-open URL`. So, here:
 - nothing that could be taken as an option: a leading "-" is refused (a
   valid link then always starts with its scheme);
 - characters beyond ASCII are percent-encoded as UTF-8 (as browsers do),
-  except in the host, where they are refused (give the xn-- form).
+  except in the host, where they are refused (give the xn-- form);
+- the authority is only a host name and a port: user names or passwords
+  before the host (``https://www.whonix.org@evil.example/``, a common way to
+  disguise where a link goes), percent signs and anything else but letters,
+  digits, ``.``, ``-`` and ``_`` are refused there;
+- the disposable's `qubes-open` (qubes-core-agent-linux) waits for the
+  browser with ``pidwait -A -f "$URL"``: the link is an extended regular
+  expression there, so `( ) * [ ] { } | ^ $` would make it match other
+  processes (the disposable stays) or none (it closes under the browser).
+  Each of them is percent-encoded in the path, query and fragment, where the
+  URL grammar allows percent-encoding; in the host it cannot be, and is
+  refused. (`?` and `#` that start the query and fragment, and `+`, cannot
+  be encoded without changing the link: they are left, see README "Links".)
 
 Every refusal says what is wrong, and shows the link escaped and shortened.
 """
@@ -29,6 +41,9 @@ SHOWN_LENGTH = 60  # how much of a link a message shows
 # Anything with a scheme (RFC 3986: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":").
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_HOST_RE = re.compile(r"[A-Za-z0-9._-]+(:[0-9]{1,5})?")
+REGEX_CHARS = "()*[]{}|^$"  # percent-encoded outside the host (see above)
+_WRAP = 64  # characters per line of a link shown whole
 
 
 class LinkError(ValueError):
@@ -44,6 +59,20 @@ def shorten(text: str, limit: int = SHOWN_LENGTH) -> str:
         half = (limit - 3) // 2
         shown = shown[:half] + "..." + shown[-half:]
     return shown
+
+
+def _encode_regex_chars(text: str) -> str:
+    return "".join(f"%{ord(c):02X}" if c in REGEX_CHARS else c for c in text)
+
+
+def host_of(link: str) -> str:
+    """The host (and port) of a link check_link() returned."""
+    return re.split(r"[/?#]", link.split("//", 1)[1], maxsplit=1)[0]
+
+
+def shown_whole(link: str) -> list[str]:
+    """A checked link (ASCII, no spaces) cut into lines, nothing left out."""
+    return [link[i:i + _WRAP] for i in range(0, len(link), _WRAP)] or [""]
 
 
 def looks_like_link(arg: str) -> bool:
@@ -82,12 +111,21 @@ def check_link(arg: str) -> str:
     if not rest.startswith("//"):
         raise LinkError(f"{shown}: {scheme}: must be followed by // and a host")
     authority = re.split(r"[/?#]", rest[2:], maxsplit=1)[0]
-    host = authority.rpartition("@")[2]
-    if not host or host.startswith(":"):
+    after = rest[2 + len(authority):]
+    if "@" in authority:
+        raise LinkError(
+            f"{shown}: has a user name or password before the host (NAME@HOST), a "
+            "common way to disguise where a link goes; open the host directly")
+    if not authority or authority.startswith(":"):
         raise LinkError(f"{shown}: has no host")
     if not authority.isascii():
         raise LinkError(f"{shown}: the host has non-ASCII characters; use its xn-- form")
-    link = scheme + ":" + _encode_beyond_ascii(rest)
+    if not _HOST_RE.fullmatch(authority):
+        raise LinkError(
+            f"{shown}: the host may only have letters, digits, '.', '-' and '_' (and a "
+            ":port); no percent signs, brackets or other characters, which the "
+            "disposable's qubes-open would misread")
+    link = scheme + "://" + authority + _encode_regex_chars(_encode_beyond_ascii(after))
     if len(link) > MAX_LENGTH:
         raise LinkError(f"{shown}: longer than {MAX_LENGTH} characters")
     return link

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 
 from whonix_open.contract import Exit
-from whonix_open.vm import editback, oserrors, transport
+from whonix_open.vm import editback, oserrors, replycap, transport
 from whonix_open.vm.exitcodes import CliExit, from_transport
 from whonix_open.vm.header import build_header
 from whonix_open.vm.messages import describe
@@ -96,9 +96,15 @@ def _rescue(target: Target, reply: editback.ReplyFile | None) -> str | None:
 
 
 def open_file(
-    target: Target, service: str, profile: str | None, view_only: bool, session: Session
+    target: Target,
+    service: str,
+    profile: str | None,
+    view_only: bool,
+    session: Session,
+    max_reply: int | None = None,
 ) -> Outcome:
-    """Open *target* through *service*; never raises for a per-file failure."""
+    """Open *target* through *service*; never raises for a per-file failure.
+    *max_reply*: the explicit reply cap in bytes (None: the default)."""
     arg = target.arg
     try:
         reply = None if view_only else editback.create_reply_file(target)
@@ -110,6 +116,10 @@ def open_file(
             f"{arg}: not opened: there is nowhere to receive the edits "
             f"({oserrors.why(exc, target.directory)}).",
         )
+    cap = None
+    if reply is not None:
+        limit = replycap.default_limit(target.size) if max_reply is None else max_reply
+        cap = replycap.ReplyCap(reply.fd, limit, explicit=max_reply is not None)
     transfer = None
     try:
         transfer = transport.open_in_disposable(
@@ -121,6 +131,7 @@ def open_file(
             on_start=session.register,
             label=os.path.basename(arg),
             stop=session.cancelled,
+            cap=cap,
         )
     except transport.TransportError as exc:
         target.close()
@@ -129,10 +140,12 @@ def open_file(
         return Outcome(arg, CliExit.TRANSPORT, f"{arg}: {exc}.")
     except OSError as exc:  # e.g. the disk filled up while receiving
         target.close()
-        why = oserrors.why(exc, None if reply is None else os.path.dirname(reply.path))
+        why = oserrors.why(exc, None if reply is None else reply.directory)
         text = f"{arg}: receiving the edited file failed: {why}. The original is unchanged."
         return _kept_outcome(target, reply, CliExit.FILE_FAILED, text, partial=True)
     try:
+        if transfer.too_large is not None and reply is not None:
+            return _too_large(arg, transfer, reply)
         if view_only:
             return _view_outcome(arg, transfer, profile, session)
         if reply is None:
@@ -146,6 +159,20 @@ def open_file(
         # Otherwise it stays open until here: apply() locks the original by it.
         if not transfer.sender_running:
             target.close()
+        target.close_dir()
+
+
+def _too_large(arg: str, transfer: transport.Transfer, reply: editback.ReplyFile) -> Outcome:
+    """Cut off at the cap: all of it goes (it may be the very file that would
+    fill the disk); the session was ended, so dom0 kills the disposable."""
+    reply.discard()
+    return Outcome(
+        arg,
+        CliExit.REPLY_TOO_LARGE,
+        f"{arg}: NOT saved: the disposable sent back {transfer.too_large}. "
+        "whonix-open stopped reading, removed everything it had received and "
+        "ended the session (dom0 destroys the disposable); the original is unchanged.",
+    )
 
 
 def _view_outcome(
@@ -250,4 +277,9 @@ def _edit_outcome(
             f"{arg}: the edits could not be saved: {why}.", partial=False,
             note=" Nothing was replaced; the edited file is kept at {path}.",
         )
-    return Outcome(arg, CliExit.OK, f"{arg}: edited in a disposable; changes saved.")
+    text = f"{arg}: edited in a disposable; changes saved."
+    now = os.path.join(target.directory, target.name)
+    if now != target.path:
+        text += (f" They are in {now}: its folder was moved or replaced while the file "
+                 f"was open, and {target.path} is no longer that file.")
+    return Outcome(arg, CliExit.OK, text)

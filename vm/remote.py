@@ -153,9 +153,10 @@ def run(ns: argparse.Namespace) -> int:
     if cfg.require_whonix_gateway:
         from whonix_open.vm import routing
 
-        if not routing.routing_status().behind_gateway_for_sure():
-            print(f"whonix-open: refused: require_whonix_gateway is set in {cfg.source} "
-                  "and this qube is not known to be behind a Whonix-Gateway", file=sys.stderr)
+        why_not = routing.routing_status().why_not_required_path()
+        if why_not:
+            print(f"whonix-open: refused: require_whonix_gateway is set in {cfg.source}: "
+                  f"{why_not}.", file=sys.stderr)
             return 3
 
     if ns.app is not None:

@@ -51,6 +51,22 @@ class Routing:
         nothing this qube does leaves it."""
         return self.behind_whonix_gateway is True or self.has_network is False
 
+    def why_not_required_path(self) -> str | None:
+        """For require_whonix_gateway: None only when dom0's verified answer
+        says this qube is behind a Whonix-Gateway (or has no network);
+        otherwise why not, in words. Local facts never satisfy it: a
+        Whonix-Workstation's marker files say nothing about its netvm."""
+        if not self.verified:
+            return (
+                "dom0 did not confirm that this qube is behind a Whonix-Gateway "
+                f"({self.why_unverified or 'no answer'}), and this qube's own facts "
+                "cannot prove it"
+            )
+        if not self.behind_gateway_for_sure():
+            via = f" (its netvm is {self.netvm})" if self.netvm else ""
+            return f"dom0 reports that this qube is not behind a Whonix-Gateway{via}"
+        return None
+
     def warnings(self, files: int = 0) -> list[str]:
         """What to warn about, said of the *files* about to be opened (0:
         of this qube alone, as `--status` shows it)."""

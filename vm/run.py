@@ -74,19 +74,20 @@ def run(ns: argparse.Namespace) -> int:
     status = routing.routing_status()
     for text in status.warnings(files=len(targets)):
         reporter.warning(text)
-    if cfg.require_whonix_gateway and not status.behind_gateway_for_sure():
+    why_not = status.why_not_required_path() if cfg.require_whonix_gateway else None
+    if why_not:
         for _, target in targets:
             target.close()
-        reporter.error(
-            "refused: require_whonix_gateway is set in "
-            f"{cfg.source} and this qube is not known to be behind a Whonix-Gateway"
-        )
+        reporter.error(f"refused: require_whonix_gateway is set in {cfg.source}: {why_not}.")
         return CliExit.REFUSED_LOCALLY
 
     profile = _profile(ns, cfg.default_profile, status)
     service_name = (SERVICE_VIEW if view_only else SERVICE_OPEN) + "+" + profile
     session = Session()
-    outcomes = _open_all(targets, service_name, profile, view_only, session, reporter)
+    max_reply = ns.max_reply if ns.max_reply is not None else cfg.max_reply_size
+    outcomes = _open_all(
+        targets, service_name, profile, view_only, session, reporter, max_reply
+    )
     for index, outcome in outcomes.items():
         codes[index] = outcome.code
     if session.cancelled.is_set():
@@ -165,12 +166,13 @@ def _open_all(
     view_only: bool,
     session: Session,
     reporter: Reporter,
+    max_reply: int | None = None,
 ) -> dict[int, Outcome]:
     outcomes: dict[int, Outcome] = {}
 
     def worker(index: int, target: Target) -> None:
         try:
-            outcome = open_file(target, service, profile, view_only, session)
+            outcome = open_file(target, service, profile, view_only, session, max_reply)
         except Exception as exc:  # noqa: BLE001 - a bug must be reported, not lost in a thread
             cause = exc.__cause__ if isinstance(exc, Unexpected) else exc
             kept = exc.kept if isinstance(exc, Unexpected) else None

@@ -3,10 +3,18 @@
 Each argument is resolved (a symlink names the file it points to, which is what
 an edit must update), must be an existing regular file, and is opened for
 reading here, so the file we stream is exactly the one we checked.
+
+The original's directory is held open from here on (O_PATH) and the file is
+opened relative to it with O_NOFOLLOW: every later step of the edit-back
+(reply file, checks, rename; vm/editback.py) works on that descriptor with
+*at calls, so a folder on the path that is swapped or renamed meanwhile (by
+another local user who owns it) can never redirect a byte. Messages name the
+directory where it really is now (`Target.directory`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -19,9 +27,11 @@ class TargetError(Exception):
 @dataclass
 class Target:
     arg: str  # as the user gave it (used in messages and for the header name)
-    path: str  # the real file (symlinks resolved): what edit-back replaces
+    path: str  # the real file (symlinks resolved) when it was opened
     fd: int  # open for reading
     st: os.stat_result  # of the open file, to notice a change while it was away
+    dir_fd: int = -1  # O_PATH descriptor of its directory: where edit-back writes
+    name: str = ""  # its name in that directory
 
     @property
     def size(self) -> int:
@@ -29,12 +39,35 @@ class Target:
 
     @property
     def directory(self) -> str:
-        return os.path.dirname(self.path)
+        """Where its directory is now (it may have been moved meanwhile)."""
+        return place(self.dir_fd) if self.dir_fd >= 0 else os.path.dirname(self.path)
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        self.close_dir()
+
+    def close_dir(self) -> None:
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1
+
+
+def open_dir(path: str) -> int:
+    """An O_PATH descriptor of the directory *path* (*at calls only)."""
+    return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def place(dir_fd: int) -> str:
+    """The path of an open directory as the kernel knows it now."""
+    try:
+        where = os.readlink(f"/proc/self/fd/{dir_fd}")
+    except OSError:
+        return "(a directory whose path is unknown)"
+    if where.endswith(" (deleted)"):
+        return where[: -len(" (deleted)")] + " (removed meanwhile)"
+    return where
 
 
 def _kind(mode: int) -> str:
@@ -76,27 +109,44 @@ def prepare(arg: str) -> Target:
     if not stat.S_ISREG(st.st_mode):
         raise TargetError(f"{arg}: {_kind(st.st_mode)}")
     path = os.path.realpath(arg)
+    directory, name = os.path.split(path)
+    try:
+        dir_fd = open_dir(directory)
+    except OSError as exc:
+        raise TargetError(f"{arg}: cannot open its folder: {exc.strerror}") from None
     try:
         # O_NONBLOCK: never hang on a FIFO swapped in since the stat above.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        # O_NOFOLLOW: realpath() resolved every link; one now is a swap.
+        fd = os.open(
+            name,
+            os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW,
+            dir_fd=dir_fd,
+        )
     except PermissionError:
+        os.close(dir_fd)
         raise TargetError(f"{arg}: not readable (permission denied)") from None
     except OSError as exc:
+        os.close(dir_fd)
+        if exc.errno == errno.ELOOP:
+            raise TargetError(f"{arg}: was replaced by a symbolic link while being opened") \
+                from None
         raise TargetError(f"{arg}: cannot open it: {exc.strerror}") from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
+        os.close(dir_fd)
         raise TargetError(f"{arg}: {_kind(st.st_mode)}")
     os.set_blocking(fd, True)
-    return Target(arg=arg, path=path, fd=fd, st=st)
+    return Target(arg=arg, path=path, fd=fd, st=st, dir_fd=dir_fd, name=name)
 
 
 def change_since(target: Target) -> str | None:
-    """None if the file at target.path is still the one we sent, unmodified
-    (same inode, size and mtime): then an edit may replace it without losing a
-    change made here meanwhile. Otherwise what happened, in words."""
+    """None if the file of that name in the original's directory (the one we
+    hold open) is still the one we sent, unmodified (same inode, size and
+    mtime): then an edit may replace it without losing a change made here
+    meanwhile. Otherwise what happened, in words."""
     try:
-        now = os.stat(target.path)
+        now = os.stat(target.name, dir_fd=target.dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return "the original was removed or moved away (or its directory was) while it was open"
     except OSError as exc:

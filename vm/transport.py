@@ -19,6 +19,10 @@ import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from whonix_open.vm.replycap import ReplyCap
 
 QREXEC_CLIENT = "qrexec-client-vm"
 QREXEC_CLIENT_FALLBACK = "/usr/lib/qubes/qrexec-client-vm"
@@ -28,10 +32,15 @@ RECV_BUFFER = 1 << 20  # the one reply buffer: memory use is this, whatever the 
 _READ_CHUNK = 1 << 16  # read/write fallback of the sender (no sendfile)
 PIPE_SIZE = 1 << 20  # both pipes: 1 MiB measured 1.4x faster than the default 64 KiB
 _POLL_MS = 200  # how often a blocked read checks whether to give up
+KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL after a reply was cut off
 
 
 class TransportError(Exception):
     """qrexec-client-vm cannot be found or started."""
+
+
+class _TooLarge(Exception):
+    """The reply passed its cap (vm/replycap.py)."""
 
 
 def find_qrexec_client() -> str:
@@ -75,6 +84,7 @@ class Transfer:
     reply_complete: bool = False  # EOF seen on the reply
     sender_running: bool = False  # the writer still uses the source fd
     returncode: int | None = None
+    too_large: str | None = None  # why the reply was cut off at its cap
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def terminate(self) -> None:
@@ -134,11 +144,16 @@ def _send(transfer: Transfer, header: bytes, src_fd: int, pipe_fd: int) -> None:
 
 
 def _receive(
-    pipe_fd: int, sink_fd: int | None, gave_up: Callable[[], bool]
+    pipe_fd: int,
+    sink_fd: int | None,
+    gave_up: Callable[[], bool],
+    allows: Callable[[int], bool] = lambda _total: True,
 ) -> tuple[int, bool]:
     """Read the reply to EOF into *sink_fd* (or discard it). Returns (bytes
     received, whether EOF was reached). Stops early only when *gave_up()*:
     after an interruption another process may hold the pipe open forever.
+    Raises _TooLarge, before writing them, for bytes that *allows(total)*
+    refuses (the reply cap).
 
     The pipe is read non-blocking, so poll() (which lets us check *gave_up*)
     costs a system call only when no data is waiting."""
@@ -158,6 +173,8 @@ def _receive(
         if n == 0:
             return total, True
         if sink_fd is not None:
+            if not allows(total + n):
+                raise _TooLarge
             _write_all(sink_fd, view[:n])
         total += n
 
@@ -171,12 +188,16 @@ def open_in_disposable(
     on_start: Callable[[Transfer], None] = lambda _t: None,
     label: str = "",
     stop: threading.Event | None = None,
+    cap: ReplyCap | None = None,
 ) -> Transfer:
     """Run one qubes.OpenInVM-style exchange over `qrexec-client-vm dom0
     SERVICE`. *sink_fd* None means view-only: the reply is read and dropped
     (dom0 already sends nothing back). Blocks until qrexec-client-vm exits;
     once *stop* is set (an interruption, which also terminates the process),
-    it no longer waits for pipes that a leftover process may hold open."""
+    it no longer waits for pipes that a leftover process may hold open.
+    A reply past *cap* is cut off (transfer.too_large says why): we close our
+    end and end qrexec-client-vm, which ends the session (dom0 then kills the
+    disposable as on any hang-up)."""
     transfer = Transfer(size=size, label=label)
     proc = spawn(service, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     transfer._proc = proc
@@ -195,12 +216,17 @@ def open_in_disposable(
     writer.start()
 
     def gave_up() -> bool:
-        return stop is not None and stop.is_set() and proc.poll() is not None
+        stopping = transfer.too_large is not None or (stop is not None and stop.is_set())
+        return stopping and proc.poll() is not None
 
     try:
         transfer.received, transfer.reply_complete = _receive(
-            proc.stdout.fileno(), sink_fd, gave_up
+            proc.stdout.fileno(), sink_fd, gave_up, cap.allows if cap else lambda _t: True
         )
+    except _TooLarge:
+        transfer.too_large = cap.reason if cap else "too large"
+        proc.stdout.close()
+        _end(proc)
     except OSError:
         proc.terminate()
         raise
@@ -211,6 +237,16 @@ def open_in_disposable(
         transfer.sender_running = writer.is_alive()
         transfer.returncode = proc.wait()
     return transfer
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """Stop qrexec-client-vm after we hung up on the reply: SIGTERM, then
+    SIGKILL if it is still there after KILL_GRACE seconds."""
+    proc.terminate()
+    try:
+        proc.wait(KILL_GRACE)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def query(service: str, limit: int, timeout: float) -> tuple[int, bytes]:

@@ -8,6 +8,10 @@ The entries show only when every selected item is a local file, as in Thunar,
 Dolphin and PCManFM-Qt (which cannot express anything else): a selection with a
 folder, an item that is not a local file (sftp://, trash://, a recent:// entry
 that does not resolve to a local file) or one that is gone gets no menu.
+
+Paths are taken from GIO (`GFile.get_path()`), not decoded from the URI: a
+name that is not UTF-8 arrives as its real bytes (PyGObject's str with
+surrogate escapes, which subprocess turns back into those bytes).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Sequence
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import gi
 
@@ -23,7 +27,7 @@ try:
     gi.require_version("Nautilus", "4.0")
 except ValueError:
     gi.require_version("Nautilus", "3.0")
-from gi.repository import GObject, Nautilus
+from gi.repository import Gio, GObject, Nautilus
 
 # (menu item name, label, tip, whonix-open options): same wording in every file manager.
 # The chooser entry (CHOOSER) runs whonix-open-choose instead.
@@ -53,12 +57,17 @@ def local_path(file_info) -> str | None:
     """
     if file_info.is_gone():
         return None
-    uri = file_info.get_activation_uri() or file_info.get_uri()
-    parts = urlsplit(uri)
-    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+    activation = file_info.get_activation_uri()
+    if activation and activation != file_info.get_uri():
+        location = Gio.File.new_for_uri(activation)
+    else:
+        location = file_info.get_location()
+    if not location.has_uri_scheme("file"):
         return None
-    path = unquote(parts.path)
-    return path if path.startswith("/") else None
+    if urlsplit(location.get_uri()).netloc not in ("", "localhost"):
+        return None  # another host's file: not ours to open
+    path = location.get_path()  # the name's real bytes (surrogate-escaped str)
+    return path if path and path.startswith("/") else None
 
 
 def selection_paths(files: Sequence) -> list[str] | None:

@@ -106,7 +106,7 @@ def choose(gui, *args):
 def test_confirmed_link_is_opened(gui):
     proc = drive(gui, link(gui, "--confirm", "--", URL), [["Return"]], "link-confirm-accept")
     assert proc.returncode == 0, proc.stderr
-    assert gui.standin.wait_calls(1) == [["--", URL]]
+    assert gui.standin.wait_calls(1) == [["--url", "--", URL]]
 
 
 def test_escape_at_the_confirmation_sends_nothing(gui):
@@ -149,3 +149,54 @@ def test_escape_in_the_chooser_sends_nothing(gui, at):
     assert proc.returncode == 1
     assert gui.standin.calls() == []
     assert not (gui.home / ".config/whonix-open/chooser.json").exists()
+
+
+# --- hostile file names in the chooser ----------------------------------------
+
+# (file name, word that must stay on the first line of the name, injected word)
+HOSTILE_NAMES = {  # "zebra": a word OCR reads reliably
+    "entity-newline": ("report&#10;zebra.pdf", "report", "zebra"),
+    "backslash-n": ("report\\nzebra.pdf", "report", "zebra"),
+    "real-newline": ("report\nzebra.pdf", "report", "zebra"),
+    "amp-and-lt": ("report & <b>zebra.pdf", "report", "zebra"),
+    "bidi-override": ("report\u202ezebra.exe", "report", "zebra"),
+}
+
+
+def _boxes(lines, part: str):
+    """Screen boxes of the OCR words that contain *part* (names are one word)."""
+    return [box for line in lines for word, box in line.words if part.lower() in word.lower()]
+
+
+@pytest.mark.parametrize("case", HOSTILE_NAMES)
+def test_hostile_names_are_shown_as_they_are_in_the_chooser(gui, case):
+    """zenity's --list ignores --no-markup for --text and unescapes backslash
+    sequences: `&#10;` and `\\n` in a name became real line breaks (an
+    injected "(checked: safe to edit)" line), a bare `&` or `<` blanked the
+    text, `&#x202E;` a real right-to-left override. The name must show on one
+    line, as it is (escapes visible), under zenity and kdialog alike."""
+    name, first, injected = HOSTILE_NAMES[case]
+    seen = _windows(gui)
+    proc = subprocess.Popen(choose(gui, "--", f"/home/user/Downloads/{name}"), env=gui.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        window = wait_for(lambda: next((w for w in _windows(gui) if w not in seen), None),
+                          "the chooser", 30, interval=0.2)
+        wait_for(lambda: _settled(gui, window[0]), "the dialog to settle", 30, 0.2)
+        box = gui.toplevels()[window[0]]
+        lines = wait_for(lambda: (got := gui.ocr(box)) and _boxes(got, "disposable")
+                         and _boxes(got, injected) and got,
+                         f"{injected!r} and the dialog text on screen", 30, 0.5)
+        gui.save_artifact(f"hostile-name-{case}")
+        head = _boxes(lines, first)
+        [tail] = _boxes(lines, injected)[:1]
+        assert head, [line.text for line in lines]
+        same_line = any(abs((h.y + h.h / 2) - (tail.y + tail.h / 2)) < tail.h for h in head)
+        assert same_line, f"{injected!r} is on a line of its own: {[ln.text for ln in lines]}"
+        gui.key("Escape")
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert gui.standin.calls() == []

@@ -10,6 +10,7 @@ expected argv. Screenshots of each menu: artifacts/screenshots/<fm>-*.png.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +153,35 @@ def test_nautilus(tmp_path, install, workdir):
         session.set_data_dirs([install / "usr/share", "/usr/share"])
         session.start(["nautilus", "--new-window", str(workdir)])
         drive(session, workdir, check_once=True)
+
+
+def test_nautilus_passes_a_non_utf8_name_as_its_bytes(tmp_path, install):
+    """A name that is not UTF-8 (byte 0xFF): the extension used to decode the
+    URI with unquote, so whonix-open got U+FFFD in its place - a file that
+    does not exist. Now it gets the real bytes (from GIO)."""
+    need("nautilus", "Xvfb", "xdotool", "tesseract", "dbus-run-session")
+    work = tmp_path / "odd names"
+    work.mkdir()
+    raw = os.fsencode(work) + b"/invoice-\xff-2024.txt"
+    with open(raw, "wb") as fh:
+        fh.write(b"not UTF-8 in the name\n")
+    (work / FOLDER).mkdir()
+    with GuiSession(tmp_path, "nautilus-bytes") as session:
+        session.set_data_dirs([install / "usr/share", "/usr/share"])
+        session.start(["nautilus", "--new-window", str(work)])
+        def shown():  # the name is one OCR word with a replacement character in it
+            got = session.ocr(session.main_window())
+            words = [box for line in got for word, box in line.words if "invoice" in word]
+            return words and find_all(got, FOLDER) and (got, words[0])
+        lines, box = session.wait(shown, "the file and the folder on screen")
+        item = box.center
+        folder = find_all(lines, FOLDER)[0].center
+        session.select((min(item[0], folder[0]), max(item[1], folder[1]) + 120), [item])
+        menu = session.open_menu(item)
+        session.save_artifact("non-utf8-name")
+        session.activate(menu, "Open in Tor disposable")
+        [call] = session.standin.wait_calls(1, session)
+    assert call[0] == "--" and os.fsencode(call[1]) == raw, call
 
 
 def test_pcmanfm_qt(tmp_path, install, workdir):

@@ -79,7 +79,7 @@ def test_default_browser_runs_whonix_open_with_the_link(session, opener, url):
     argv = ["gio", "open", url] if opener == "gio" else ["xdg-open", url]
     out = sh(session, *argv)
     assert out.returncode == 0, out.stderr
-    assert session.standin.wait_calls(1) == [["--", url]]
+    assert session.standin.wait_calls(1) == [["--url", "--", url]]
 
 
 def test_a_hostile_link_handed_to_the_handler_is_refused(session):
@@ -97,7 +97,7 @@ def test_xdg_settings_can_make_it_the_default_web_browser(session):
         assert sh(session, "xdg-mime", "query", "default",
                   f"x-scheme-handler/{scheme}").stdout.strip() == "whonix-open-link.desktop"
     assert sh(session, "xdg-open", "https://example.org/").returncode == 0
-    assert session.standin.wait_calls(1) == [["--", "https://example.org/"]]
+    assert session.standin.wait_calls(1) == [["--url", "--", "https://example.org/"]]
 
 
 CHOOSER = REPO / "desktop" / "chooser"

@@ -9,11 +9,12 @@ Activation runs a real process: the recording `whonix-open` stand-in on PATH.
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import types
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import pytest
 from desktop_gui import REPO, StandIn
@@ -36,6 +37,29 @@ class FakeMenuItem:
             callback(self, *data)
 
 
+class FakeGFile:
+    """Gio.File for file:// URIs, as GIO decodes them: %XX are bytes and the
+    path is a str with surrogate escapes (PyGObject's filename type)."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+
+    @classmethod
+    def new_for_uri(cls, uri: str) -> FakeGFile:
+        return cls(uri)
+
+    def get_uri(self) -> str:
+        return self.uri
+
+    def has_uri_scheme(self, scheme: str) -> bool:
+        return urlsplit(self.uri).scheme == scheme
+
+    def get_path(self) -> str | None:
+        if not self.has_uri_scheme("file"):
+            return None
+        return os.fsdecode(unquote_to_bytes(urlsplit(self.uri).path))
+
+
 def load_extension(monkeypatch, available=("4.0", "3.0")):
     """Import the extension against stub gi modules; returns (module, required versions)."""
     required = []
@@ -49,6 +73,7 @@ def load_extension(monkeypatch, available=("4.0", "3.0")):
     gi.require_version = require_version
     repository = types.ModuleType("gi.repository")
     repository.GObject = types.SimpleNamespace(GObject=type("GObject", (), {}))
+    repository.Gio = types.SimpleNamespace(File=FakeGFile)
     repository.Nautilus = types.SimpleNamespace(
         MenuProvider=type("MenuProvider", (), {}), MenuItem=FakeMenuItem)
     gi.repository = repository
@@ -73,6 +98,9 @@ class FileInfo:
 
     def get_activation_uri(self):
         return self.activation_uri if self.activation_uri is not None else self.uri
+
+    def get_location(self):
+        return FakeGFile(self.uri)
 
     def is_directory(self):
         return self.directory
@@ -190,11 +218,12 @@ def test_loads_in_debian_python_with_the_real_nautilus_4_api(tmp_path, files):
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("ext", {str(EXTENSION)!r})
 ext = importlib.util.module_from_spec(spec); spec.loader.exec_module(ext)
-from gi.repository import Nautilus
+from gi.repository import Gio, Nautilus
 class F:
     def __init__(s, uri, d=False): s.uri, s.d = uri, d
     def get_uri(s): return s.uri
     def get_activation_uri(s): return s.uri
+    def get_location(s): return Gio.File.new_for_uri(s.uri)
     def is_directory(s): return s.d
     def is_gone(s): return False
 p = ext.WhonixOpenMenuProvider()
@@ -218,3 +247,37 @@ def test_activation_runs_detached_without_a_shell(ext, standin, tmp_path):
     ext.WhonixOpenMenuProvider().get_file_items([local(nasty)])[0].activate()
     assert standin.wait_calls(1) == [["--", str(nasty)]]
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_non_utf8_name_reaches_whonix_open_as_its_bytes(tmp_path):
+    """Real GIO and the real Nautilus 4.0 API in Debian's python3: a file whose
+    name is not UTF-8 (as an archive or a USB stick brings them) is passed as
+    its real bytes. `unquote` used to turn the byte into U+FFFD, a name that
+    does not exist."""
+    name = b"report-\xff\xfe-caf\xe9.txt"
+    path = os.fsencode(tmp_path) + b"/" + name
+    with open(path, "wb") as fh:
+        fh.write(b"x")
+    stand = StandIn(tmp_path)
+    script = f"""
+import importlib.util, os
+spec = importlib.util.spec_from_file_location("ext", {str(EXTENSION)!r})
+ext = importlib.util.module_from_spec(spec); spec.loader.exec_module(ext)
+from gi.repository import Gio
+class F:
+    def __init__(s, g): s.g = g
+    def get_uri(s): return s.g.get_uri()
+    def get_activation_uri(s): return s.g.get_uri()
+    def get_location(s): return s.g
+    def is_directory(s): return False
+    def is_gone(s): return False
+g = Gio.File.new_for_path(os.fsdecode({path!r}))
+items = ext.WhonixOpenMenuProvider().get_file_items([F(g)])
+items[0].activate()
+"""
+    env = dict(os.environ, PATH=f"{stand.bin}:/usr/bin:/bin", WHONIX_OPEN_RECORD=str(stand.record))
+    out = subprocess.run([str(SYSTEM_PYTHON), "-c", script], capture_output=True, text=True,
+                         timeout=60, check=False, env=env)
+    assert out.returncode == 0, out.stderr
+    [call] = stand.wait_calls(1)
+    assert call[0] == "--" and os.fsencode(call[1]) == path

@@ -147,7 +147,8 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
     for key in list(os.environ):
         if key.startswith(("QREXEC_", "WHONIX_OPEN_")):
             monkeypatch.delenv(key)
-    for key in ("PATH", "STANDIN_CONTROL", "STANDIN_LOG", "NOTIFY_LOG", "WHONIX_OPEN_ROOT"):
+    for key in ("PATH", "STANDIN_CONTROL", "STANDIN_LOG", "NOTIFY_LOG", "WHONIX_OPEN_ROOT",
+                "XDG_STATE_HOME"):
         monkeypatch.setenv(key, env[key])
     # pyxdg reads the environment once, at import: point it at the same dirs.
     import xdg.BaseDirectory as xdg_dirs

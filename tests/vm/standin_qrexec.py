@@ -17,6 +17,14 @@ Control keys (all optional):
         `cut_reply_at` reply bytes, if given, without dying), touch
         `ready_file` and sleep until killed
   ignore_sigterm: ignore SIGTERM (only SIGKILL ends it)
+  flood: after the body, reply forever (64 KiB writes of b"x") - a hostile
+        disposable that never stops sending
+  trickle: [bytes, seconds]: after the body, reply forever, this many bytes
+        every this many seconds
+  pid_file: write this process's pid there when the exchange starts
+  status_wait_for / reply_wait_for: a path; before answering
+        whonix.RoutingStatus / before replying, wait (30 s at most) until it
+        exists (e.g. until another user swapped a folder)
   before_reply: an argv run (and waited for) just before replying, e.g. to
         remove the original's directory or make it read-only while open
 Every call appends one JSON line to STANDIN_LOG: argv, the header (hex), the
@@ -44,6 +52,12 @@ def read_exact(fd, n):
     return out
 
 
+def wait_for(path):
+    deadline = time.monotonic() + 30
+    while path and not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def log(entry):
     with open(os.environ["STANDIN_LOG"], "a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry) + "\n")
@@ -57,6 +71,7 @@ def main():
     argv = sys.argv[1:]
     service = argv[1] if len(argv) > 1 else ""
     if service.startswith("whonix.RoutingStatus"):
+        wait_for(control.get("status_wait_for"))
         log({"argv": argv})
         if "status_raw" in control:
             os.write(1, control["status_raw"].encode())
@@ -64,6 +79,9 @@ def main():
             os.write(1, json.dumps(control["status_json"]).encode())
         return control.get("status_code", 0)
 
+    if "pid_file" in control:
+        with open(control["pid_file"], "w") as fh:
+            fh.write(str(os.getpid()))
     header = read_exact(0, HEADER_SIZE)
     digest = hashlib.sha256()
     body_len = 0
@@ -96,11 +114,21 @@ def main():
             if time.monotonic() > deadline:
                 return 99
             time.sleep(0.01)
+    wait_for(control.get("reply_wait_for"))
     if "before_reply" in control:
         subprocess.run(control["before_reply"], check=True)
     if "append_to" in control:
         with open(control["append_to"], "ab") as fh:
             fh.write(b"local change")
+    if control.get("flood") or control.get("trickle"):
+        size, pause = control.get("trickle") or (65536, 0)
+        chunk = b"x" * size
+        try:
+            while True:
+                os.write(1, chunk)
+                time.sleep(pause)
+        except BrokenPipeError:
+            return 141  # the caller hung up: what qrexec-client-vm does too
     mode = control.get("mode", "echo")
     if mode == "echo":
         reply = bytes(body)

@@ -123,10 +123,10 @@ def test_unreadable_file_is_refused(world, doc, monkeypatch, capsys, mocker):
     """In-process: the tests may run as root, where mode 000 is readable."""
     real_open = os.open
 
-    def fake_open(path, flags, *args):
-        if path == str(doc):
+    def fake_open(path, flags, *args, **kw):
+        if path == doc.name and kw.get("dir_fd") is not None:
             raise PermissionError(13, "Permission denied")
-        return real_open(path, flags, *args)
+        return real_open(path, flags, *args, **kw)
 
     monkeypatch.setattr("whonix_open.vm.targets.os.open", fake_open)
     notify = mocker.patch("whonix_open.vm.notify.notify")

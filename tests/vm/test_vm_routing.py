@@ -102,6 +102,29 @@ def test_no_dom0_answer_falls_back_to_local_facts(world, doc, answer):
     assert len(world.open_calls()) == 1
 
 
+@pytest.mark.parametrize("answer", [{"status_code": 126}, {"status_code": 0,
+                                                          "status_raw": "not json"}])
+@pytest.mark.parametrize("what", ["FILE", "URL"])
+def test_require_whonix_gateway_needs_dom0s_verified_answer(world, doc, answer, what):
+    """A Whonix-Workstation on some netvm with a gateway: its local facts look
+    fine, but only dom0 knows the netvm is a Whonix-Gateway (it used to pass
+    with the netvm switched to sys-firewall)."""
+    config = world.write_config("require_whonix_gateway = true\n")
+    world.control.pop("status_json", None)
+    world.set(**answer)
+    world.mark_whonix_workstation()
+    world.install_qubesdb(
+        {"/name": "anon-whonix", "/type": "AppVM", "/qubes-gateway": "10.137.0.1"}
+    )
+    arg = str(doc) if what == "FILE" else "https://example.org/"
+    result = world.run("--no-notify", arg)
+    assert result.returncode == 3, result.stderr
+    text = " ".join(result.stderr.split())
+    assert f"require_whonix_gateway is set in {config}" in text
+    assert "dom0 did not confirm that this qube is behind a Whonix-Gateway" in text
+    assert [c for c in world.calls() if "RoutingStatus" not in c["argv"][1]] == []
+
+
 def test_denied_fallback_in_a_non_whonix_qube_warns(world, doc):
     world.set(status_code=126)
     world.install_qubesdb({"/name": "work", "/type": "AppVM", "/qubes-gateway": "10.137.0.1"})
