@@ -47,7 +47,19 @@ $(VENV)/.upstream: $(VENV)/.installed
 			"reachable): make demo works, tests/real will fail"; \
 	fi
 
-venv: $(VENV)/.installed $(VENV)/.upstream
+# The real pdf converter (QubesOS/qubes-app-linux-pdf-converter: the qubes.PdfConvert
+# server the simulated disposable runs, and the stock client the tests and the
+# benchmark compare with), unmodified, with its dependencies from PyPI (Pillow,
+# click, tqdm, python-magic). Its server also needs poppler-utils, graphicsmagick
+# and libmagic1 (.ci/install-system-deps). tests/convert fails naming it if absent.
+$(VENV)/.converter: $(VENV)/.installed
+	@if ls $(UPSTREAM)/qubespdfconverter-*.whl >/dev/null 2>&1; then \
+		$(VPY) -m pip install -q $(UPSTREAM)/qubespdfconverter-*.whl && touch $@; \
+	else \
+		echo "WARNING: $(UPSTREAM)/qubespdfconverter-*.whl missing: tests/convert will fail"; \
+	fi
+
+venv: $(VENV)/.installed $(VENV)/.upstream $(VENV)/.converter
 
 # Debian packages (Xvfb, the four file managers, desktop-file-utils, shellcheck).
 system-deps:
