@@ -1,8 +1,9 @@
 """whonix.OpenInDisposable / ViewInDisposable / OpenURLInDisposable /
-StartAppInDisposable: one broker, step by step.
+StartAppInDisposable / ConvertInDisposable: one broker, step by step.
 
     validate the request (64)  ->  load the profiles (66, unknown profile 64)
-    -> choose what to relay to (link offline 76, app not allowed 77)
+    -> choose what to relay to (link offline 76, app not allowed 77,
+       conversion with a network 78)
     -> wait for the caller's first byte, never reading it (75)
     -> connect to qubesd (73)  ->  check the caller (64, loop 72)
     -> take a session slot counted against the caller's owner (68)
@@ -27,7 +28,14 @@ import syslog
 import time
 from collections.abc import Mapping, Sequence
 
-from whonix_open.contract import SERVICE_APP, SERVICE_OPEN, SERVICE_URL, SERVICE_VIEW, Exit
+from whonix_open.contract import (
+    SERVICE_APP,
+    SERVICE_CONVERT,
+    SERVICE_OPEN,
+    SERVICE_URL,
+    SERVICE_VIEW,
+    Exit,
+)
 from whonix_open.dom0 import disposable, sessions, signals
 from whonix_open.dom0.audit import AuditRecord, log_line
 from whonix_open.dom0.backend import Backend, BackendError, NoSuchQube, QubeInfo, connect
@@ -218,3 +226,7 @@ def url_main() -> int:
 
 def app_main() -> int:
     return main(SERVICE_APP)
+
+
+def convert_main() -> int:
+    return main(SERVICE_CONVERT)

@@ -79,6 +79,10 @@ MESSAGES: dict[Exit, str] = {
         "dom0 refused: that app is not in dom0's allowlist ([apps] in "
         "/etc/whonix-open/profiles.toml). Built in: torbrowser, terminal."
     ),
+    Exit.CONVERT_NEEDS_OFFLINE: (
+        "dom0 refused: documents are converted only in a profile without a network, "
+        "and {profile} has one. Use --convert-profile offline (the default)."
+    ),
 }
 
 
