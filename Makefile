@@ -51,12 +51,12 @@ $(VENV)/.upstream: $(VENV)/.installed
 # server the simulated disposable runs, and the stock client the tests and the
 # benchmark compare with), unmodified, with its dependencies from PyPI (Pillow,
 # click, tqdm, python-magic). Its server also needs poppler-utils, graphicsmagick
-# and libmagic1 (.ci/install-system-deps). tests/convert fails naming it if absent.
+# and libmagic1 (.ci/install-system-deps). tests/vm/test_convert_e2e.py fails then.
 $(VENV)/.converter: $(VENV)/.installed
 	@if ls $(UPSTREAM)/qubespdfconverter-*.whl >/dev/null 2>&1; then \
 		$(VPY) -m pip install -q $(UPSTREAM)/qubespdfconverter-*.whl && touch $@; \
 	else \
-		echo "WARNING: $(UPSTREAM)/qubespdfconverter-*.whl missing: tests/convert will fail"; \
+		echo "WARNING: $(UPSTREAM)/qubespdfconverter-*.whl missing: the convert tests will fail"; \
 	fi
 
 venv: $(VENV)/.installed $(VENV)/.upstream $(VENV)/.converter
@@ -151,7 +151,8 @@ install-dom0:
 	install -d $(DESTDIR)/etc/qubes-rpc $(DESTDIR)/etc/qubes/policy.d $(DESTDIR)/etc/whonix-open
 	install -m 0755 qubes-rpc/whonix.OpenInDisposable qubes-rpc/whonix.ViewInDisposable \
 		qubes-rpc/whonix.RoutingStatus qubes-rpc/whonix.OpenURLInDisposable \
-		qubes-rpc/whonix.StartAppInDisposable $(DESTDIR)/etc/qubes-rpc/
+		qubes-rpc/whonix.StartAppInDisposable qubes-rpc/whonix.ConvertInDisposable \
+		$(DESTDIR)/etc/qubes-rpc/
 	install -d $(DESTDIR)$(PREFIX)/share/applications
 	install -m 0644 desktop/dom0/whonix-open-torbrowser.desktop \
 		desktop/dom0/whonix-open-terminal.desktop $(DESTDIR)$(PREFIX)/share/applications/
@@ -199,7 +200,8 @@ install-vm-desktop:
 	install -m 0644 desktop/chooser/dolphin/kf5/whonix-open-choose.desktop \
 		$(DESTDIR)$(DATADIR)/kservices5/ServiceMenus/
 	install -m 0644 desktop/pcmanfm-qt/whonix-open-open.desktop desktop/pcmanfm-qt/whonix-open-view.desktop \
-		desktop/pcmanfm-qt/whonix-open-view-offline.desktop $(DESTDIR)$(DATADIR)/file-manager/actions/
+		desktop/pcmanfm-qt/whonix-open-view-offline.desktop desktop/pcmanfm-qt/whonix-open-convert.desktop \
+		$(DESTDIR)$(DATADIR)/file-manager/actions/
 	install -m 0644 desktop/nautilus/whonix_open_nautilus.py $(DESTDIR)$(DATADIR)/nautilus-python/extensions/
 	install -m 0644 desktop/dolphin/kf6/whonix-open.desktop $(DESTDIR)$(DATADIR)/kio/servicemenus/
 	install -m 0644 desktop/dolphin/kf5/whonix-open.desktop $(DESTDIR)$(DATADIR)/kservices5/ServiceMenus/

@@ -20,7 +20,8 @@ parser (python3-qrexec) over every policy file, with the system information
 qrexec-policy-daemon gets from qubesd - and shows for each call the result
 (allow, ask, deny), the rule that decides it (file:line and its text) and
 where an allowed call goes. Without SERVICE: the whonix services with each
-profile (links: those with a network; apps: APP+PROFILE), and the stock
+profile (links: those with a network; apps: APP+PROFILE; conversions:
+300+PROFILE for the offline ones), and the stock
 calls a Whonix qube makes to
 @dispvm (qubes.OpenInVM, qubes.OpenURL, qubes.VMShell).
 

@@ -243,7 +243,7 @@ def test_thunar_actions_at_login_and_before_uninstall(on_this_machine, tmp_path:
     subprocess.run(exec_line.split(), env=env, check=True, timeout=DEADLINE)
     ids = [a.findtext("unique-id") for a in ET.parse(uca).getroot()]  # noqa: S314
     assert ids == ["1-1", "whonix-open-open", "whonix-open-view", "whonix-open-view-offline",
-                   "whonix-open-choose"]
+                   "whonix-open-convert", "whonix-open-choose"]
     subprocess.run(["whonix-open-thunar-actions", "--remove", "--quiet"], env=env, check=True,
                    timeout=DEADLINE)
     # the same XML (C14N: an empty <icon></icon> may come back as <icon />)
