@@ -36,7 +36,8 @@ ENTRIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
      "View read-only in a fresh Whonix disposable with no network",
      ("--view-only", "--offline")),
     ("WhonixOpen::convert", "Convert to trusted PDF (offline disposable)",
-     "Render to pixels in a fresh Whonix disposable with no network; save NAME.trusted.pdf beside it and move the original to ~/QubesUntrustedPDFs",
+     "Render to pixels in a fresh Whonix disposable with no network; save "
+     "NAME.trusted.pdf beside it and move the original to ~/QubesUntrustedPDFs",
      ("--convert",)),
 )
 

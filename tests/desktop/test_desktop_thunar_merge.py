@@ -172,7 +172,8 @@ def test_an_outdated_copy_is_updated_in_place_and_duplicates_collapse(env):
     assert run(env).returncode == 0
     ids = [a.findtext("unique-id") for a in actions(uca(env))]
     assert ids == ["1700000000000000-1", "whonix-open-open", "whonix-open-view",
-                   "whonix-open-view-offline", "whonix-open-convert", "whonix-open-choose", "1700000000000001-2"]
+                   "whonix-open-view-offline", "whonix-open-convert", "whonix-open-choose",
+                   "1700000000000001-2"]
     assert next(a.findtext("command") for a in ours(uca(env))) == "whonix-open -- %F"
 
 
@@ -206,7 +207,8 @@ def test_no_system_default_starts_an_empty_file(env, tmp_path):
     env = dict(env, XDG_CONFIG_DIRS=str(tmp_path / "nothing"))
     assert run(env).returncode == 0
     assert [a.findtext("unique-id") for a in actions(uca(env))] == [
-        "whonix-open-open", "whonix-open-view", "whonix-open-view-offline", "whonix-open-convert", "whonix-open-choose"]
+        "whonix-open-open", "whonix-open-view", "whonix-open-view-offline", "whonix-open-convert",
+        "whonix-open-choose"]
 
 
 def load_tool():

@@ -56,7 +56,7 @@ def test_a_custom_network_profile_is_78_and_a_custom_offline_one_converts(broker
 
 @pytest.mark.parametrize("arg", [
     "offline", "300", "+offline", "300+", "0300+offline", "74+offline", "4801+offline",
-    "300+offline+x", "-300+offline", "300+Offline", "1e3+offline", "３００+offline",
+    "300+offline+x", "-300+offline", "300+Offline", "1e3+offline", "\uff13\uff10\uff10+offline",
     "300 +offline", "300+nosuchprofile",
 ])
 def test_anything_but_resolution_plus_profile_is_64_before_any_admin_call(broker, sim, arg):
