@@ -7,7 +7,7 @@
     client (qubespdfconverter.client, unmodified; only its module constant
     CLIENT_VM_CMD is pointed at the same path by this script) on the same
     server, same document and resolution, in the same run (target >= 0.9);
-(b) the CLI's peak RSS (ru_maxrss of the CLI process itself, not of the
+(b) the CLI's peak RSS (VmHWM of the CLI process itself, not of the
     server's programs) for documents of 2, 20 and 60 pages: flat in the page
     count (pages are streamed).
 
@@ -43,12 +43,14 @@ WRAPPER = """#!/bin/sh
 # qubes.PdfConvert+RES -> whonix.ConvertInDisposable+RES+offline, via the stand-in
 exec qrexec-client-vm dom0 "whonix.ConvertInDisposable+${1#qubes.PdfConvert+}+offline"
 """
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec, so a child
+# would report this (larger) benchmark process's peak.
 CLI = """
-import resource, sys
+import sys
 from whonix_open.vm.cli import main
 code = main(sys.argv[2:])
-with open(sys.argv[1], "w") as f:
-    f.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+with open("/proc/self/status") as status, open(sys.argv[1], "w") as f:
+    f.write(next(l.split()[1] for l in status if l.startswith("VmHWM:")))
 sys.exit(code)
 """
 

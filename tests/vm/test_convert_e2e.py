@@ -49,6 +49,13 @@ def left_in(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
 
+def disposable_said(chain) -> str:
+    """What the disposable's side wrote to stderr (the server's own errors)."""
+    logs = chain.sim_dir / "logs"
+    return "".join(p.read_text(errors="replace") for p in logs.glob("*.log")
+                   if not p.name.startswith("qrexec."))
+
+
 def gone(chain) -> None:
     wait_for(chain.no_disposables_left, "dom0 to destroy the disposable")
 
@@ -132,6 +139,7 @@ def test_an_image_is_refused_by_the_stock_server_with_one_clear_message(chain, d
     assert r.returncode == 6, r.stderr
     assert "photo.png: not converted: the converter in the disposable failed" in r.stderr
     assert "file type is not supported" in r.stderr
+    assert "Unsupported file type: image/png" in disposable_said(chain)
     assert r.stderr.count("error:") == 1 and "Traceback" not in r.stderr
     assert left_in(docs) == ["photo.png"] and sha(png) == original
     gone(chain)
@@ -139,22 +147,19 @@ def test_an_image_is_refused_by_the_stock_server_with_one_clear_message(chain, d
 
 def test_an_office_document_without_libreoffice_in_the_disposable(chain, docs):
     """The simulated disposable has no LibreOffice (it is not installed for the
-    tests): the stock server exits 64 for a DOCX, dom0 reports 69, one message."""
+    tests): the stock server exits 64 for an ODT, dom0 reports 69, one message."""
     import zipfile
 
-    docx = docs / "letter.docx"
-    with zipfile.ZipFile(docx, "w") as z:
-        z.writestr("[Content_Types].xml",
-                   '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/'
-                   'package/2006/content-types"><Override PartName="/word/document.xml" '
-                   'ContentType="application/vnd.openxmlformats-officedocument.'
-                   'wordprocessingml.document.main+xml"/></Types>')
-        z.writestr("word/document.xml", "<w:document/>")
-    original = sha(docx)
-    r = convert(chain, str(docx))
+    odt = docs / "letter.odt"
+    with zipfile.ZipFile(odt, "w") as z:  # what libmagic knows an ODT by
+        z.writestr("mimetype", "application/vnd.oasis.opendocument.text")
+        z.writestr("content.xml", "<office:document-content>\n</office:document-content>\n")
+    original = sha(odt)
+    r = convert(chain, str(odt))
     assert r.returncode == 6, r.stderr
-    assert "LibreOffice" in r.stderr
-    assert left_in(docs) == ["letter.docx"] and sha(docx) == original
+    assert "the converter in the disposable failed" in r.stderr
+    assert "LibreOffice is required for this file type" in disposable_said(chain)
+    assert left_in(docs) == ["letter.odt"] and sha(odt) == original
     gone(chain)
 
 
