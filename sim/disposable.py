@@ -29,6 +29,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -246,7 +247,7 @@ HOSTILE_CONVERTERS: dict[str, tuple[bytes, int, bool]] = {
 }
 
 
-def run_convert(argument: str, converter: str) -> int:
+def run_convert(argument: str, converter: str, sim_dir: str = ".") -> int:
     """qubes.PdfConvert+RESOLUTION. "real": the unmodified upstream server,
     as the template's /etc/qubes-rpc/qubes.PdfConvert runs it (argument:
     the resolution); else a hostile server, which reads the document first,
@@ -256,7 +257,15 @@ def run_convert(argument: str, converter: str) -> int:
         os.execv(sys.executable, argv + ([argument] if argument else []))  # noqa: S606
     while os.read(0, CHUNK):
         pass
-    data, code, hang = HOSTILE_CONVERTERS[converter]
+    if converter == "held":  # a slow, well-behaved server: tests act meanwhile
+        release = Path(sim_dir) / "release"
+        for _ in range(6000):
+            if release.exists():
+                break
+            time.sleep(0.01)
+        data, code, hang = b"1\n" + _PAGE, 0, False
+    else:
+        data, code, hang = HOSTILE_CONVERTERS[converter]
     with contextlib.suppress(BrokenPipeError):
         view = memoryview(data)
         while view:
@@ -274,7 +283,7 @@ def run(sim_dir: str, qube: str, caller: str, service: str) -> int:
         except StateError as e:
             print(f"sim: {e}", file=sys.stderr)
             return 1
-        return run_convert(argument, converter)
+        return run_convert(argument, converter, sim_dir)
     if name in ("qubes.OpenURL", "qubes.StartApp"):
         state = SimState(sim_dir)
         try:

@@ -38,8 +38,9 @@ KLASSES = ("AdminVM", "TemplateVM", "AppVM", "DispVM", "StandaloneVM")
 POWER_STATES = ("Halted", "Running", "Paused", "Transient")
 BEHAVIOURS = ("edit", "noop", "hang", "cat", "partial_reply", "fail")
 # qubes.PdfConvert: "real" runs the unmodified upstream server
-# (qubespdfconverter.server); the others are hostile servers (sim/disposable.py).
-CONVERTERS = ("real", "oversize", "short", "extra", "lying_count", "hang",
+# (qubespdfconverter.server); "held" answers one valid page once <sim dir>/release
+# exists; the others are hostile servers (sim/disposable.py).
+CONVERTERS = ("real", "held", "oversize", "short", "extra", "lying_count", "hang",
               "exit_mid_page", "bad_count", "bad_dimensions", "endless_line")
 # Qubes' own rule for qube names (qubes.vm.validate_name).
 QUBE_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,30}")

@@ -46,7 +46,7 @@ from whonix_open.contract import SERVICE_CONVERT, Exit
 from whonix_open.vm import editback, oserrors, transport
 from whonix_open.vm.exitcodes import CliExit, from_transport
 from whonix_open.vm.pdfwriter import PdfWriter
-from whonix_open.vm.targets import Target
+from whonix_open.vm.targets import Target, change_since
 
 MAX_PAGES = 10000  # qubespdfconverter/client.py MAX_PAGES
 MAX_SIDE = 10000  # ... MAX_IMG_WIDTH, MAX_IMG_HEIGHT
@@ -274,7 +274,10 @@ def convert(target: Target, *, resolution: int, profile: str, archive: str | Non
     finally:
         part.discard()
     result = Converted(output=output, pages=pages, archived=None)
-    if archive is not None:
+    changed = change_since(target) if archive is not None else None
+    if changed is not None:
+        result.warning = f"not archived: {changed}; it was left where it is"
+    elif archive is not None:
         try:
             result.archived = archive_original(target, archive)
         except OSError as exc:

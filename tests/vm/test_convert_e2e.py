@@ -210,7 +210,7 @@ HOSTILE = {
 
 
 def test_every_hostile_server_is_tested():
-    assert set(HOSTILE) == set(CONVERTERS) - {"real"}
+    assert set(HOSTILE) == set(CONVERTERS) - {"real", "held"}
 
 
 @pytest.mark.parametrize("kind", sorted(HOSTILE))
@@ -286,3 +286,21 @@ def test_a_directory_that_cannot_be_written_is_refused_before_any_call(chain, do
     assert r.returncode == 1, r.stderr
     assert "no trusted PDF can be written beside it" in r.stderr
     assert chain.sim.services() == []
+
+
+
+def test_an_original_changed_during_the_conversion_is_not_archived(chain, docs):
+    chain.sim.set_fault("converter", "held")  # answers once <sim dir>/release exists
+    pdf = make_pdf(docs / "a.pdf", pages=1)
+    proc = subprocess.Popen(chain.argv("--convert", "--no-notify", str(pdf)), env=chain.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: chain.sim.disposables(), "the conversion to start")
+    with open(pdf, "ab") as f:
+        f.write(b"\n% appended by the user\n")
+    (chain.sim_dir / "release").touch()
+    _, err = proc.communicate(timeout=DEADLINE)
+    assert proc.returncode == 0, err
+    assert "not archived: the original was changed or replaced here" in err
+    assert left_in(docs) == ["a.pdf", "a.trusted.pdf"]
+    assert pdf.read_bytes().endswith(b"% appended by the user\n")
+    gone(chain)
