@@ -9,6 +9,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-for script in ("dom0_broker.py", "vm_cli.py"):
+for script in ("dom0_broker.py", "vm_cli.py", "convert.py"):
     print(f"\n### {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], check=True)
