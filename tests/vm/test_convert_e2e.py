@@ -304,3 +304,14 @@ def test_an_original_changed_during_the_conversion_is_not_archived(chain, docs):
     assert left_in(docs) == ["a.pdf", "a.trusted.pdf"]
     assert pdf.read_bytes().endswith(b"% appended by the user\n")
     gone(chain)
+
+
+def test_a_policy_denial_is_126_with_one_message(chain, docs):
+    chain.env["WHONIX_OPEN_SIM_DENY"] = "whonix.ConvertInDisposable"
+    pdf = make_pdf(docs / "a.pdf", pages=1)
+    r = convert(chain, str(pdf))
+    assert r.returncode == 126, r.stderr
+    assert "not converted: the qrexec policy denied this call (code 126)" in r.stderr
+    assert r.stderr.count("error:") == 1
+    assert left_in(docs) == ["a.pdf"]
+    assert chain.no_disposables_left()
