@@ -31,6 +31,7 @@ qvm-convert-pdf), never over an archived file of the same name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import select
@@ -150,7 +151,7 @@ def _send(fd: int, pipe: int, failure: list[str]) -> None:
             try:
                 sent = os.sendfile(pipe, fd, offset, transport.CHUNK)
             except OSError as exc:
-                if exc.errno not in (22, 38):  # EINVAL/ENOSYS: no sendfile here
+                if exc.errno not in (errno.EINVAL, errno.ENOSYS):  # no sendfile here
                     raise
                 data = os.pread(fd, 1 << 16, offset)
                 sent = os.write(pipe, data) if data else 0
@@ -178,8 +179,8 @@ def _receive(stream: _Stream, writer: PdfWriter,
         try:
             dims = stream.line(_DIM_RE, _DIM_MAX, f"size of page {page}")
         except EOFError:
-            raise ConvertFailed(f"the disposable announced {pages} pages but sent "
-                                f"{page - 1}") from None
+            raise ConvertFailed(f"the disposable announced {pages} page"
+                                f"{'s' if pages != 1 else ''} but sent {page - 1}") from None
         width, height = int(dims.group(1)), int(dims.group(2))
         if width > MAX_SIDE or height > MAX_SIDE:
             raise ConvertFailed(f"page {page} is {width}x{height} pixels, more than "
@@ -344,7 +345,7 @@ def archive_original(target: Target, archive: str) -> str:
         except FileExistsError:
             continue
         except OSError as exc:
-            if exc.errno != 18:  # EXDEV: another file system, copy instead
+            if exc.errno != errno.EXDEV:  # another file system: copy instead
                 raise
             try:
                 _copy_new(target, dest)
@@ -352,7 +353,7 @@ def archive_original(target: Target, archive: str) -> str:
                 continue
         os.unlink(target.path)
         return dest
-    raise FileExistsError(17, "no free name in the archive directory")
+    raise FileExistsError(errno.EEXIST, "no free name in the archive directory")
 
 
 def _copy_new(target: Target, dest: str) -> None:
