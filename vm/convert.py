@@ -264,7 +264,7 @@ def convert(target: Target, *, resolution: int, profile: str, archive: str | Non
         os.fchmod(part.fd, target.st.st_mode & 0o666)
         os.fsync(part.fd)
         try:
-            os.link(part.path, output)  # never over a file that appeared meanwhile
+            _place(part, output)  # never over a file that appeared meanwhile
         except FileExistsError:
             raise ConvertFailed(f"{output} appeared meanwhile; nothing was overwritten",
                                 code=CliExit.FILE_FAILED) from None
@@ -332,6 +332,30 @@ def _run_call(target: Target, out_fd: int, resolution: int, profile: str, timeou
         sender.join(5)
 
 
+# link() refused by the file system itself (FAT on a USB stick has no hard links)
+_NO_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK)
+
+
+def _place(part: editback.ReplyFile, output: str) -> None:
+    """Give the finished .part file the name *output*, which must not exist:
+    a hard link (then the .part name goes in `discard`); where the file
+    system has none, the name is claimed with O_EXCL and the .part file
+    renamed over that claim."""
+    try:
+        os.link(part.path, output)
+        return
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+    os.close(os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    try:
+        os.rename(part.path, output)
+    except OSError:
+        os.unlink(output)
+        raise
+    # part.path now names nothing: discard() removes nothing but closes it
+
+
 def archive_original(target: Target, archive: str) -> str:
     """Move the original into *archive* (created private if missing) under a
     name no archived file has; return where it is now."""
@@ -345,8 +369,8 @@ def archive_original(target: Target, archive: str) -> str:
         except FileExistsError:
             continue
         except OSError as exc:
-            if exc.errno != errno.EXDEV:  # another file system: copy instead
-                raise
+            if exc.errno != errno.EXDEV and exc.errno not in _NO_LINKS:
+                raise  # else another file system, or one without links: copy
             try:
                 _copy_new(target, dest)
             except FileExistsError:

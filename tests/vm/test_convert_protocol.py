@@ -110,3 +110,29 @@ def test_usage_errors(world, args, why):
     assert r.returncode == 2, r.stderr
     assert why in r.stderr
     assert world.calls() == []
+
+
+def test_without_hard_links_the_output_is_placed_by_rename_never_over_a_file(tmp_path,
+                                                                           monkeypatch):
+    """FAT (a USB stick) has no hard links: link() fails with EPERM there."""
+    import errno
+
+    from whonix_open.vm import convert, editback
+
+    def no_links(*_args):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(convert.os, "link", no_links)
+    part = editback.create_part_file(str(tmp_path), "a.trusted.pdf")
+    os.write(part.fd, b"%PDF-1.4 pixels")
+    convert._place(part, str(tmp_path / "a.trusted.pdf"))
+    part.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.trusted.pdf"]
+    assert (tmp_path / "a.trusted.pdf").read_bytes() == b"%PDF-1.4 pixels"
+
+    part = editback.create_part_file(str(tmp_path), "a.trusted.pdf")
+    with pytest.raises(FileExistsError):
+        convert._place(part, str(tmp_path / "a.trusted.pdf"))
+    part.discard()
+    assert (tmp_path / "a.trusted.pdf").read_bytes() == b"%PDF-1.4 pixels"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.trusted.pdf"]
