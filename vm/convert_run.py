@@ -1,8 +1,8 @@
 """One run of `whonix-open --convert [--open] FILE...`, arguments parsed.
 
 Files are converted one after another (each in its own offline disposable),
-with a progress line on a terminal and, for a document of more than one page,
-a notification when its pages start coming and one with the result. A signal
+with a progress line on a terminal or, for a document of more than one page, a
+progress notification updated in place, and the result reported as always. A signal
 stops the conversion under way (its output removed, its original untouched)
 and ends the run. With --open, the trusted PDFs are then opened as
 `whonix-open` opens files (vm/run.py), in the profile chosen for that.
@@ -14,6 +14,7 @@ import argparse
 import os
 import signal
 import threading
+import time
 
 from whonix_open.contract import RESOLUTION_DEFAULT
 from whonix_open.vm import config, loopguard, notify
@@ -30,6 +31,7 @@ from whonix_open.vm.targets import TargetError, prepare
 
 CONVERT_PROFILE = "offline"
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+PROGRESS_PERIOD = 2.0  # seconds between updates of the progress notification
 
 
 def run(ns: argparse.Namespace) -> int:
@@ -117,16 +119,25 @@ def _convert_all(ns: argparse.Namespace, reporter: Reporter,
 
 
 class _Progress:
-    """Pages done: a progress line on a terminal; for more than one page, a
-    notification when the pages start coming (stderr is no terminal then)."""
+    """Pages done: a progress line on a terminal; for a document of more than
+    one page, else (stderr is no terminal), a notification that is updated in
+    place at most every PROGRESS_PERIOD seconds."""
 
     def __init__(self, reporter: Reporter, label: str, notifications: bool) -> None:
         self.reporter = reporter
         self.label = label
         self.notify = notifications and not reporter.interactive and not reporter.quiet
+        self.shown: str | None = None  # the notification's id, to replace it
+        self.last = 0.0
 
     def __call__(self, done: int, total: int) -> None:
         self.reporter.progress(f"whonix-open: {self.label}: page {done} of {total} converted")
-        if done == 0 and total > 1 and self.notify:
-            notify.notify("whonix-open: converting",
-                          f"{self.label}: {total} pages, in an offline disposable", "low")
+        if not self.notify or total < 2 or done == total:
+            return  # the result is reported as every result is
+        now = time.monotonic()
+        if done and now - self.last < PROGRESS_PERIOD:
+            return
+        self.last = now
+        self.shown = notify.progress(
+            "whonix-open: converting",
+            f"{self.label}: page {done} of {total}, in an offline disposable", self.shown)

@@ -190,7 +190,7 @@ def test_progress_is_notified_for_a_multi_page_document(chain, docs):
     r = chain.run("--convert", "--resolution", "75", str(pdf))
     assert r.returncode == 0, r.stderr
     notes = (chain.root / "notify.log").read_text()
-    assert "a.pdf: 3 pages, in an offline disposable" in notes
+    assert "a.pdf: page 0 of 3, in an offline disposable" in notes
     assert "converted (3 pages)" in notes
 
 

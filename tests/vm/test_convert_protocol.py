@@ -136,3 +136,33 @@ def test_without_hard_links_the_output_is_placed_by_rename_never_over_a_file(tmp
     part.discard()
     assert (tmp_path / "a.trusted.pdf").read_bytes() == b"%PDF-1.4 pixels"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.trusted.pdf"]
+
+
+def test_the_progress_notification_is_replaced_in_place(tmp_path, monkeypatch):
+    """The real notify-send call (a recording stand-in on PATH that prints an
+    id, as notify-send --print-id does): the first update asks for an id, the
+    later ones replace that notification; a one-page document gets none."""
+    import json
+    import sys
+
+    from whonix_open.vm import convert_run
+    from whonix_open.vm.report import Reporter
+
+    log = tmp_path / "argv.jsonl"
+    fake = tmp_path / "notify-send"
+    fake.write_text(f"#!{sys.executable}\nimport json, sys\n"
+                    f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + chr(10))\n"
+                    "print(41)\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(convert_run, "PROGRESS_PERIOD", 0)
+    reporter = Reporter(use_notifications=True, stream=io.StringIO())
+    progress = convert_run._Progress(reporter, "a<b>.pdf", notifications=True)
+    for done in (0, 1, 2, 3):
+        progress(done, 3)
+    convert_run._Progress(reporter, "one.pdf", notifications=True)(0, 1)
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(calls) == 3  # pages 0, 1, 2; the end is the result's own message
+    assert "--print-id" in calls[0] and not any(a.startswith("--replace-id") for a in calls[0])
+    assert all("--replace-id=41" in c for c in calls[1:])
+    assert calls[2][-1] == "a&lt;b&gt;.pdf: page 2 of 3, in an offline disposable"
