@@ -11,6 +11,7 @@ disposable destroyed."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -145,21 +146,51 @@ def test_an_image_is_refused_by_the_stock_server_with_one_clear_message(chain, d
     gone(chain)
 
 
-def test_an_office_document_without_libreoffice_in_the_disposable(chain, docs):
-    """The simulated disposable has no LibreOffice (it is not installed for the
-    tests): the stock server exits 64 for an ODT, dom0 reports 69, one message."""
-    import zipfile
+def make_office(path: Path, fmt: str) -> Path:
+    """A real office document, written by LibreOffice from text."""
+    text = path.with_suffix(".txt")
+    text.write_text("Quarterly report\n\nWritten by a test, converted in a disposable.\n")
+    subprocess.run(["soffice", "--headless", "--convert-to", fmt, "--outdir", str(path.parent),
+                    str(text)], check=True, capture_output=True, timeout=DEADLINE,
+                   env=dict(os.environ, HOME=str(path.parent / ".lo-home")))
+    text.unlink()
+    shutil.rmtree(path.parent / ".lo-home", ignore_errors=True)
+    return path.with_suffix("." + fmt)
 
-    odt = docs / "letter.odt"
-    with zipfile.ZipFile(odt, "w") as z:  # what libmagic knows an ODT by
-        z.writestr("mimetype", "application/vnd.oasis.opendocument.text")
-        z.writestr("content.xml", "<office:document-content>\n</office:document-content>\n")
-    original = sha(odt)
-    r = convert(chain, str(odt))
+
+@pytest.mark.parametrize("fmt", ["docx", "odt"])
+def test_an_office_document_comes_back_as_a_trusted_pdf(chain, docs, tmp_path, fmt):
+    """LibreOffice in the disposable (.ci/install-system-deps installs
+    libreoffice-writer-nogui): the stock server converts it to PDF there."""
+    assert shutil.which("soffice"), "libreoffice missing: run .ci/install-system-deps"
+    doc = make_office(docs / "letter", fmt)
+    original = sha(doc)
+    r = convert(chain, str(doc))
+    assert r.returncode == 0, r.stderr + disposable_said(chain)
+    trusted = docs / "letter.trusted.pdf"
+    assert page_count(trusted) == 1
+    assert left_in(docs) == ["letter.trusted.pdf"]
+    assert sha(chain.home / "QubesUntrustedPDFs" / doc.name) == original
+    gone(chain)
+
+
+def test_an_office_document_without_libreoffice_in_the_disposable(chain, docs, tmp_path):
+    """A disposable whose template has no LibreOffice (PATH without it: only
+    the PDF tools): the stock server exits 64, dom0 reports 69, one message."""
+    tools = tmp_path / "pdf-tools-only"
+    tools.mkdir()
+    for name in ("pdfinfo", "pdftocairo", "gm"):
+        (tools / name).symlink_to(shutil.which(name))
+    chain.env["PATH"] = os.pathsep.join(
+        p for p in chain.env["PATH"].split(os.pathsep) if p not in ("/usr/bin", "/bin")
+    ) + os.pathsep + str(tools)
+    doc = make_office(docs / "letter", "odt")
+    original = sha(doc)
+    r = convert(chain, str(doc))
     assert r.returncode == 6, r.stderr
     assert "the converter in the disposable failed" in r.stderr
     assert "LibreOffice is required for this file type" in disposable_said(chain)
-    assert left_in(docs) == ["letter.odt"] and sha(odt) == original
+    assert left_in(docs) == ["letter.odt"] and sha(doc) == original
     gone(chain)
 
 
