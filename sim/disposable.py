@@ -191,11 +191,17 @@ def _launched(state: SimState, entry: dict[str, Any]) -> None:
         st.setdefault("launched", []).append(entry)
 
 
+def _closable(behaviour: str) -> None:
+    """With "hang", SIGUSR1 is the user closing the app (exit 0): set before
+    the launch is recorded, which is when a test may send it."""
+    if behaviour == "hang":
+        signal.signal(signal.SIGUSR1, lambda *_: sys.exit(0))
+
+
 def _like_an_app(behaviour: str) -> int:
     """An opened browser or app: runs until closed. With "hang" it stays open
     until killed, or until SIGUSR1 (the user closes it: exit 0)."""
     if behaviour == "hang":
-        signal.signal(signal.SIGUSR1, lambda *_: sys.exit(0))
         _hang()
     return 1 if behaviour == "fail" else 0
 
@@ -207,6 +213,7 @@ def run_url(state: SimState, qube: str, behaviour: str) -> int:
     if not url.startswith(URL_PREFIXES):
         print("Invalid URL", file=sys.stderr)
         return 1
+    _closable(behaviour)
     _launched(state, {"qube": qube, "kind": "url", "url": url, "pid": os.getpid()})
     return _like_an_app(behaviour)
 
@@ -224,6 +231,7 @@ def run_app(state: SimState, qube: str, argument: str, behaviour: str) -> int:
         return 1
     st = os.fstat(0)
     devnull = os.stat(os.devnull)
+    _closable(behaviour)
     _launched(state, {"qube": qube, "kind": "app", "app": basename, "pid": os.getpid(),
                       "stdin_is_devnull": (st.st_rdev, st.st_ino) == (devnull.st_rdev,
                                                                      devnull.st_ino)})
