@@ -47,7 +47,19 @@ $(VENV)/.upstream: $(VENV)/.installed
 			"reachable): make demo works, tests/real will fail"; \
 	fi
 
-venv: $(VENV)/.installed $(VENV)/.upstream
+# The real pdf converter (QubesOS/qubes-app-linux-pdf-converter: the qubes.PdfConvert
+# server the simulated disposable runs, and the stock client the tests and the
+# benchmark compare with), unmodified, with its dependencies from PyPI (Pillow,
+# click, tqdm, python-magic). Its server also needs poppler-utils, graphicsmagick
+# and libmagic1 (.ci/install-system-deps). tests/vm/test_convert_e2e.py fails then.
+$(VENV)/.converter: $(VENV)/.installed
+	@if ls $(UPSTREAM)/qubespdfconverter-*.whl >/dev/null 2>&1; then \
+		$(VPY) -m pip install -q $(UPSTREAM)/qubespdfconverter-*.whl && touch $@; \
+	else \
+		echo "WARNING: $(UPSTREAM)/qubespdfconverter-*.whl missing: the convert tests will fail"; \
+	fi
+
+venv: $(VENV)/.installed $(VENV)/.upstream $(VENV)/.converter
 
 # --- the release matrix (tests/real and tests/realqubesd once per release) ---
 # One venv per Qubes release, with that release's dom0 Python and its unmodified
@@ -196,7 +208,8 @@ install-dom0:
 	install -d $(DESTDIR)/etc/qubes-rpc $(DESTDIR)/etc/qubes/policy.d $(DESTDIR)/etc/whonix-open
 	install -m 0755 qubes-rpc/whonix.OpenInDisposable qubes-rpc/whonix.ViewInDisposable \
 		qubes-rpc/whonix.RoutingStatus qubes-rpc/whonix.OpenURLInDisposable \
-		qubes-rpc/whonix.StartAppInDisposable $(DESTDIR)/etc/qubes-rpc/
+		qubes-rpc/whonix.StartAppInDisposable qubes-rpc/whonix.ConvertInDisposable \
+		$(DESTDIR)/etc/qubes-rpc/
 	install -d $(DESTDIR)$(PREFIX)/share/applications
 	install -m 0644 desktop/dom0/whonix-open-torbrowser.desktop \
 		desktop/dom0/whonix-open-terminal.desktop $(DESTDIR)$(PREFIX)/share/applications/
@@ -244,7 +257,8 @@ install-vm-desktop:
 	install -m 0644 desktop/chooser/dolphin/kf5/whonix-open-choose.desktop \
 		$(DESTDIR)$(DATADIR)/kservices5/ServiceMenus/
 	install -m 0644 desktop/pcmanfm-qt/whonix-open-open.desktop desktop/pcmanfm-qt/whonix-open-view.desktop \
-		desktop/pcmanfm-qt/whonix-open-view-offline.desktop $(DESTDIR)$(DATADIR)/file-manager/actions/
+		desktop/pcmanfm-qt/whonix-open-view-offline.desktop desktop/pcmanfm-qt/whonix-open-convert.desktop \
+		$(DESTDIR)$(DATADIR)/file-manager/actions/
 	install -m 0644 desktop/nautilus/whonix_open_nautilus.py $(DESTDIR)$(DATADIR)/nautilus-python/extensions/
 	install -m 0644 desktop/dolphin/kf6/whonix-open.desktop $(DESTDIR)$(DATADIR)/kio/servicemenus/
 	install -m 0644 desktop/dolphin/kf5/whonix-open.desktop $(DESTDIR)$(DATADIR)/kservices5/ServiceMenus/

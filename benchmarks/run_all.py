@@ -9,6 +9,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-for script in ("dom0_broker.py", "admin_setup.py", "vm_cli.py", "admin_calls.py"):
+for script in ("dom0_broker.py", "admin_setup.py", "vm_cli.py", "admin_calls.py", "convert.py"):
     print(f"\n### {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], check=True)

@@ -17,6 +17,14 @@ SERVICE_STATUS = "whonix.RoutingStatus"
 SERVICE_URL = "whonix.OpenURLInDisposable"
 SERVICE_APP = "whonix.StartAppInDisposable"
 APP_SEPARATOR = "+"
+# Convert: argument "+RESOLUTION+PROFILE" (offline profiles only); the stream is
+# the document for the disposable's stock qubes.PdfConvert+RESOLUTION, whose
+# answer (page count, then per page "W H" and W*H*3 RGB bytes) goes back to the
+# caller untouched. RESOLUTION is what qvm-convert-pdf sends: 75..4800 ppi
+# (click.IntRange(75, 4800) in qubespdfconverter/client.py), written in decimal.
+SERVICE_CONVERT = "whonix.ConvertInDisposable"
+RESOLUTION_MIN, RESOLUTION_MAX, RESOLUTION_DEFAULT = 75, 4800, 300
+RESOLUTION_RE = re.compile(r"[1-9][0-9]{1,3}")
 
 BUILTIN_PROFILES = ("tor", "offline")
 DEFAULT_PROFILE = "tor"
@@ -29,6 +37,13 @@ PROFILE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,30}")
 def is_profile_name(text: str) -> bool:
     """True if *text* is a syntactically valid profile name."""
     return isinstance(text, str) and PROFILE_NAME_RE.fullmatch(text) is not None
+
+
+def is_resolution(text: str) -> bool:
+    """A resolution as the service argument spells it: decimal, no sign, no
+    leading zero, within qvm-convert-pdf's range."""
+    return (isinstance(text, str) and RESOLUTION_RE.fullmatch(text) is not None
+            and RESOLUTION_MIN <= int(text) <= RESOLUTION_MAX)
 
 
 def is_app_name(text: str) -> bool:
@@ -53,6 +68,7 @@ class Exit(enum.IntEnum):
     CALLER_SILENT = 75
     LINK_NEEDS_NETWORK = 76  # a link was asked for in an offline profile
     APP_NOT_ALLOWED = 77  # the app is not in dom0's allowlist (profiles.toml [apps])
+    CONVERT_NEEDS_OFFLINE = 78  # a conversion was asked for in a profile with a network
     # The caller has no netvm and the profile has a network: serving it would
     # give the caller a network path it does not have (dom0/admission.py).
     NO_NEW_NETWORK = 79

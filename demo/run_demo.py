@@ -97,6 +97,29 @@ class Demo:
             what = last.get("url") or last.get("app")
             print(f"  disposable {last['qube']} ran {last['kind']}: {what}")
 
+    def convert_step(self) -> int:
+        """A 3-page PDF to a trusted PDF; the disposable runs the real
+        qubes.PdfConvert server (qubespdfconverter, installed by make venv)."""
+        import shutil
+
+        missing = [p for p in ("pdftocairo", "gm") if shutil.which(p) is None]
+        if missing:
+            print(f"\n{BOLD}== 4f. Convert to trusted PDF{RESET}\n  needs {', '.join(missing)}: "
+                  "run `make system-deps` (poppler-utils, graphicsmagick)")
+            return 1
+        from PIL import Image  # installed with the converter
+
+        pdf = self.home / "Documents" / "untrusted.pdf"
+        pages = [Image.new("RGB", (595, 842), c) for c in ("white", "lightblue", "pink")]
+        pages[0].save(pdf, "PDF", resolution=72, save_all=True, append_images=pages[1:])
+        code = self.step("4f. Convert an untrusted PDF to a trusted one in an offline "
+                         "disposable (only pixels come back)", "anon-whonix", "--convert",
+                         "--resolution", "75", str(pdf))
+        trusted = pdf.with_suffix(".trusted.pdf")
+        print(f"  {trusted.name}: {trusted.stat().st_size if trusted.exists() else 0} bytes; "
+              f"original archived: {(self.home / 'QubesUntrustedPDFs' / pdf.name).exists()}")
+        return int(code != 0 or not trusted.exists())
+
     def show_file(self, path: Path) -> None:
         print(textwrap.indent(path.read_text(), f"  {path.name}: "), end="")
 
@@ -154,6 +177,7 @@ def main() -> int:
         failures += code != 79
         failures += d.step("4e. The vault's file, offline", "vault", "--offline",
                            "--view-only", str(secret)) != 0
+        failures += d.convert_step()
 
         d.sim.set_property("whonix-workstation-18-dvm", "netvm", "sys-firewall")
         print(f"\n{DIM}(admin mistake: the DVM template's netvm is now sys-firewall, "

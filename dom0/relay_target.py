@@ -9,6 +9,8 @@ reach the caller:
     whonix.ViewInDisposable+P       -> qubes.OpenInVM          (reply discarded)
     whonix.OpenURLInDisposable+P    -> qubes.OpenURL           (network profiles only)
     whonix.StartAppInDisposable+A+P -> qubes.StartApp+<id of A in dom0's allowlist>
+    whonix.ConvertInDisposable+R+P  -> qubes.PdfConvert+R       (offline profiles only;
+                                       the pages go back to the caller)
 
 dom0 never reads the stream in any case: a link is one line that only the
 disposable's qubes.OpenURL reads and checks.
@@ -18,7 +20,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from whonix_open.contract import SERVICE_APP, SERVICE_OPEN, SERVICE_URL, SERVICE_VIEW, Exit
+from whonix_open.contract import (
+    SERVICE_APP,
+    SERVICE_CONVERT,
+    SERVICE_OPEN,
+    SERVICE_URL,
+    SERVICE_VIEW,
+    Exit,
+)
 from whonix_open.dom0.config import Config, Profile
 from whonix_open.dom0.errors import Refusal
 from whonix_open.dom0.request import Request
@@ -26,6 +35,7 @@ from whonix_open.dom0.request import Request
 OPEN_IN_VM = "qubes.OpenInVM"
 OPEN_URL = "qubes.OpenURL"
 START_APP = "qubes.StartApp"
+PDF_CONVERT = "qubes.PdfConvert"  # the stock server (qubes-app-linux-pdf-converter)
 
 
 class RelayTarget(NamedTuple):
@@ -55,4 +65,13 @@ def relay_target(service: str, request: Request, config: Config,
         # The caller's byte only says "start"; the app must not read the stream.
         return RelayTarget(f"{START_APP}+{desktop_id}", discard_output=True, pass_input=False,
                            what=f"the app {request.app}")
+    if service == SERVICE_CONVERT and request.resolution is not None:
+        if not profile.offline:
+            # The document is untrusted and its renderer may be exploited: the
+            # disposable that renders it must have no network at all.
+            raise Refusal(Exit.CONVERT_NEEDS_OFFLINE,
+                          f"a conversion cannot run in the profile {profile.name}, "
+                          "which has a network")
+        return RelayTarget(f"{PDF_CONVERT}+{request.resolution}", discard_output=False,
+                           what="the document")
     raise Refusal(Exit.BAD_REQUEST, "unknown service")

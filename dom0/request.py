@@ -12,7 +12,15 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from whonix_open.contract import APP_SEPARATOR, SERVICE_APP, Exit, is_app_name, is_profile_name
+from whonix_open.contract import (
+    APP_SEPARATOR,
+    SERVICE_APP,
+    SERVICE_CONVERT,
+    Exit,
+    is_app_name,
+    is_profile_name,
+    is_resolution,
+)
 from whonix_open.dom0.errors import Refusal
 
 # Qubes' own rule for qube names (qubes.vm.validate_name), plus "dom0".
@@ -23,6 +31,7 @@ class Request(NamedTuple):
     caller: str
     profile: str | None  # None only for a service that takes no argument
     app: str | None = None  # whonix.StartAppInDisposable only: the allowlist key
+    resolution: int | None = None  # whonix.ConvertInDisposable only: ppi
 
 
 def is_qube_name(text: str | None) -> bool:
@@ -73,6 +82,13 @@ def parse_request(service: str, argv: Sequence[str], env: Mapping[str, str], *,
         if not sep or not is_app_name(app) or not is_profile_name(profile):
             raise Refusal(Exit.BAD_REQUEST, "malformed service argument (APP+PROFILE)")
         return Request(caller=caller, profile=profile, app=app)
+    if service == SERVICE_CONVERT:
+        # "RESOLUTION+PROFILE": the stock client's argument (qubes.PdfConvert+300)
+        # with the profile after it; one spelling per pair, as for apps.
+        resolution, sep, profile = argument.partition(APP_SEPARATOR)
+        if not sep or not is_resolution(resolution) or not is_profile_name(profile):
+            raise Refusal(Exit.BAD_REQUEST, "malformed service argument (RESOLUTION+PROFILE)")
+        return Request(caller=caller, profile=profile, resolution=int(resolution))
     if not is_profile_name(argument):
         # Not echoed: the log must not carry caller-chosen text.
         raise Refusal(Exit.BAD_REQUEST, "malformed service argument")

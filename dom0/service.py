@@ -1,8 +1,9 @@
 """whonix.OpenInDisposable / ViewInDisposable / OpenURLInDisposable /
-StartAppInDisposable: one broker, step by step.
+StartAppInDisposable / ConvertInDisposable: one broker, step by step.
 
     validate the request (64)  ->  load the profiles (66, unknown profile 64)
-    -> choose what to relay to (link offline 76, app not allowed 77)
+    -> choose what to relay to (link offline 76, app not allowed 77,
+       conversion with a network 78)
     -> wait for the caller's first byte, never reading it (75)
     -> connect to qubesd (73)  ->  check the caller (64, loop 72, no netvm
        but a profile with a network 79: dom0/admission.py)
@@ -29,7 +30,14 @@ import syslog
 import time
 from collections.abc import Mapping, Sequence
 
-from whonix_open.contract import SERVICE_APP, SERVICE_OPEN, SERVICE_URL, SERVICE_VIEW, Exit
+from whonix_open.contract import (
+    SERVICE_APP,
+    SERVICE_CONVERT,
+    SERVICE_OPEN,
+    SERVICE_URL,
+    SERVICE_VIEW,
+    Exit,
+)
 from whonix_open.dom0 import disposable, sessions, signals
 from whonix_open.dom0.admission import accept, admit
 from whonix_open.dom0.audit import AuditRecord, log_line
@@ -145,3 +153,7 @@ def url_main() -> int:
 
 def app_main() -> int:
     return main(SERVICE_APP)
+
+
+def convert_main() -> int:
+    return main(SERVICE_CONVERT)

@@ -1,5 +1,6 @@
 """The disposable side of qubes.OpenInVM, as the real vm-file-editor does it
-(and of qubes.OpenURL and qubes.StartApp, see `run_url` and `run_app`).
+(and of qubes.OpenURL and qubes.StartApp, see `run_url` and `run_app`; and
+qubes.PdfConvert: the real upstream server, or a hostile one, `run_convert`).
 
     python -m whonix_open.sim.disposable --sim-dir D --qube NAME --caller dom0
 
@@ -28,6 +29,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -232,8 +234,60 @@ def run_app(state: SimState, qube: str, argument: str, behaviour: str) -> int:
     return _like_an_app(behaviour)
 
 
+# A hostile qubes.PdfConvert: what a disposable whose renderer was exploited
+# could send instead of "PAGES\n" and per page "W H\n" + W*H*3 bytes.
+_PAGE = b"4 2\n" + bytes(range(24))  # one well-formed 4x2 page
+HOSTILE_CONVERTERS: dict[str, tuple[bytes, int, bool]] = {
+    # name: (what is sent, exit code, hang after sending)
+    "oversize": (b"1\n10001 2\n" + b"\0" * 60006, 0, False),
+    "short": (b"1\n" + _PAGE[:-1], 0, False),
+    "extra": (b"1\n" + _PAGE + b"%PDF-1.4 more", 0, False),
+    "lying_count": (b"3\n" + _PAGE + _PAGE, 0, False),
+    "hang": (b"2\n" + _PAGE, 0, True),
+    "exit_mid_page": (b"2\n" + _PAGE + _PAGE[:10], 1, False),
+    "bad_count": (b"0x1\n" + _PAGE, 0, False),
+    "bad_dimensions": (b"1\n4 +2\n" + bytes(24), 0, False),
+    "endless_line": (b"7" * (1 << 20), 0, False),
+}
+
+
+def run_convert(argument: str, converter: str, sim_dir: str = ".") -> int:
+    """qubes.PdfConvert+RESOLUTION. "real": the unmodified upstream server,
+    as the template's /etc/qubes-rpc/qubes.PdfConvert runs it (argument:
+    the resolution); else a hostile server, which reads the document first,
+    as the real one does."""
+    if converter == "real":
+        argv = [sys.executable, "-m", "qubespdfconverter.server"]
+        os.execv(sys.executable, argv + ([argument] if argument else []))  # noqa: S606
+    while os.read(0, CHUNK):
+        pass
+    if converter == "held":  # a slow, well-behaved server: tests act meanwhile
+        release = Path(sim_dir) / "release"
+        for _ in range(6000):
+            if release.exists():
+                break
+            time.sleep(0.01)
+        data, code, hang = b"1\n" + _PAGE, 0, False
+    else:
+        data, code, hang = HOSTILE_CONVERTERS[converter]
+    with contextlib.suppress(BrokenPipeError):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(1, view):]
+    if hang:
+        _hang()
+    return code
+
+
 def run(sim_dir: str, qube: str, caller: str, service: str) -> int:
     name, _, argument = service.partition("+")
+    if name == "qubes.PdfConvert":
+        try:
+            converter = SimState(sim_dir).read()["faults"].get("converter", "real")
+        except StateError as e:
+            print(f"sim: {e}", file=sys.stderr)
+            return 1
+        return run_convert(argument, converter, sim_dir)
     if name in ("qubes.OpenURL", "qubes.StartApp"):
         state = SimState(sim_dir)
         try:

@@ -41,6 +41,11 @@ SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 KLASSES = ("AdminVM", "TemplateVM", "AppVM", "DispVM", "StandaloneVM")
 POWER_STATES = ("Halted", "Running", "Paused", "Transient")
 BEHAVIOURS = ("edit", "noop", "hang", "cat", "partial_reply", "fail")
+# qubes.PdfConvert: "real" runs the unmodified upstream server
+# (qubespdfconverter.server); "held" answers one valid page once <sim dir>/release
+# exists; the others are hostile servers (sim/disposable.py).
+CONVERTERS = ("real", "held", "oversize", "short", "extra", "lying_count", "hang",
+              "exit_mid_page", "bad_count", "bad_dimensions", "endless_line")
 # Qubes' own rule for qube names (qubes.vm.validate_name).
 QUBE_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,30}")
 
@@ -73,6 +78,7 @@ FAULTS: dict[str, tuple[tuple[type, ...], Any]] = {
     "no_auto_cleanup": ((bool,), False),     # new disposables lack auto_cleanup (like a named one)
     "wrong_template": ((bool, str), False),  # ... read back with another template
     "disposable_behaviour": ((str,), "edit"),  # what the disposable side does, BEHAVIOURS
+    "converter": ((str,), "real"),           # what qubes.PdfConvert does, CONVERTERS
     "netvm_change_to": ((str,), None),       # disposable side sets its netvm ("" = none)
     "policy_deny": ((list,), None),          # services the qrexec stand-in refuses (126)
     "qubesd_refuses": ((list,), None),       # Admin API methods qubesd refuses (PermissionDenied)
@@ -126,6 +132,8 @@ def check_fault(key: str, value: Any, where: str = "faults") -> Any:
                             f"got {type(value).__name__}")
     if key == "disposable_behaviour" and value not in BEHAVIOURS:
         raise ScenarioError(f"{where}.{key}: {value!r} is not one of {', '.join(BEHAVIOURS)}")
+    if key == "converter" and value not in CONVERTERS:
+        raise ScenarioError(f"{where}.{key}: {value!r} is not one of {', '.join(CONVERTERS)}")
     if key in ("policy_deny", "qubesd_refuses") \
             and not all(isinstance(s, str) and s for s in value):
         raise ScenarioError(f"{where}.{key}: expected a list of service or method names")

@@ -6,6 +6,8 @@ checked (Tor through a Whonix-Gateway, or offline).
     whonix-open [--profile NAME] [--url] URL...  (links: vm/links.py)
     whonix-open --app NAME [--profile NAME | --offline]   (apps: vm/apps.py)
     whonix-open --recover [PATH...]
+    whonix-open --convert [--open ...] [--resolution PPI] [--archive DIR |
+                --keep-original] [--convert-profile NAME] FILE...   (vm/convert.py)
 
 Each FILE goes to dom0 over `qrexec-client-vm dom0 whonix.OpenInDisposable+PROFILE`
 (whonix.ViewInDisposable+PROFILE with --view-only), each in its own disposable,
@@ -21,7 +23,7 @@ Exit status (with several files: the first failing file's, in argument order):
   unexpected internal error (reported on stderr, as a notification, and logged);
   2 usage or config error; 3 refused here (loop guard, require_whonix_gateway);
   4 qrexec-client-vm missing or ended abnormally; 5 the reply was larger than
-  its cap (removed; the original is unchanged); 64-79 dom0's code and
+  its cap (removed; the original is unchanged); 6 a conversion failed; 64-79 dom0's code and
   125-127 qrexec's code, passed through (listed in --help); 129/130/143 interrupted.
 
 Only argparse and the contract are imported at start, so `--help` stays fast;
@@ -149,6 +151,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="start an app that dom0 allows (built in: torbrowser, terminal) in a "
         "disposable; it is destroyed when the app exits",
     )
+    conv = parser.add_argument_group(
+        "convert to a trusted PDF (in an offline disposable, like qvm-convert-pdf)")
+    conv.add_argument(
+        "--convert", action="store_true",
+        help="convert each FILE (PDF; DOCX/ODT/ODS/XLSX where the disposable has "
+        "LibreOffice) to NAME.trusted.pdf beside it, rendered to pixels in an offline "
+        "disposable; the original is then moved to ~/QubesUntrustedPDFs")
+    conv.add_argument(
+        "--open", action="store_true",
+        help="with --convert: then open the trusted PDFs (--profile/--offline, "
+        "--view-only/--edit apply to this open)")
+    conv.add_argument(
+        "--resolution", metavar="PPI", type=int, default=None,
+        help="resolution of the pages, 75 to 4800 (default 300)")
+    keep = conv.add_mutually_exclusive_group()
+    keep.add_argument(
+        "--archive", metavar="DIR",
+        help="move the original here instead (default ~/QubesUntrustedPDFs)")
+    keep.add_argument(
+        "--keep-original", action="store_true", help="leave the original where it is")
+    conv.add_argument(
+        "--convert-profile", metavar="NAME", default=None,
+        help="the dom0 profile to convert in; it must have no network (default offline)")
+    conv.add_argument(
+        "--timeout", metavar="SECONDS", type=float, default=None,
+        help="give up when the disposable sends nothing for this long (default 300)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "files",
@@ -214,6 +242,18 @@ def main(args: list[str] | None = None) -> int:
         )
     if ns.recover and ns.status:
         parser.error("--recover and --status do not go together")
+    if ns.convert:
+        _check_convert(parser, ns)
+        from whonix_open.vm.convert_run import run as run_convert
+
+        try:
+            return run_convert(ns)
+        except Exception as err:  # noqa: BLE001 - as for opens: one clear line, never a trace
+            return unexpected_error(err, notify_user=not ns.no_notify)
+    for option in ("open", "resolution", "archive", "keep_original", "convert_profile",
+                   "timeout"):
+        if getattr(ns, option) not in (None, False):
+            parser.error(f"--{option.replace('_', '-')} goes only with --convert")
     if _links_or_app(parser, ns):
         from whonix_open.vm.remote import run as run_remote
 
@@ -232,6 +272,24 @@ def main(args: list[str] | None = None) -> int:
         return 130
     except Exception as err:  # noqa: BLE001 - a bug or a broken install: say so, never silently
         return unexpected_error(err, notify_user=not ns.no_notify)
+
+
+def _check_convert(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
+    from whonix_open.contract import RESOLUTION_MAX, RESOLUTION_MIN
+
+    if ns.status or ns.recover or ns.app is not None:
+        parser.error("--convert does not go with --status, --recover or --app")
+    if not ns.files:
+        parser.error("--convert needs at least one FILE")
+    if not ns.open and (ns.profile is not None or ns.offline or ns.view_only or ns.edit):
+        parser.error("--profile, --offline, --view-only and --edit choose how --open opens "
+                     "the trusted PDF; the conversion's profile is --convert-profile")
+    if ns.resolution is not None and not RESOLUTION_MIN <= ns.resolution <= RESOLUTION_MAX:
+        parser.error(f"--resolution must be from {RESOLUTION_MIN} to {RESOLUTION_MAX}")
+    if ns.convert_profile is not None and not is_profile_name(ns.convert_profile):
+        parser.error(f"--convert-profile {ns.convert_profile!r} is not a profile name")
+    if ns.timeout is not None and not 0 < ns.timeout <= 86400:
+        parser.error("--timeout must be more than 0 and at most 86400 seconds")
 
 
 # Debian package and PyPI name of each third-party module the helper imports.

@@ -146,6 +146,14 @@ def _create_locked(dir_fd: int, base: str) -> tuple[int, str]:
     return fd, stem + PART
 
 
+def create_part_file(directory: str, base: str) -> ReplyFile:
+    """A new, private, locked ``.BASE.whonix-open-XXXXXXXX.part`` in *directory*
+    (--convert's output while it is written; a killed run's is removed by the
+    leftover scan). Raises OSError."""
+    fd, path = _create_locked(directory, base)
+    return ReplyFile(path=path, fd=fd, beside_original=True)
+
+
 def create_reply_file(target: Target) -> ReplyFile:
     """A new, empty, private (0600), locked file to receive the reply into,
     in the original's directory as held open. Raises OSError when neither

@@ -19,6 +19,7 @@ class CliExit(enum.IntEnum):
     REFUSED_LOCALLY = 3  # loop guard or require_whonix_gateway said no
     TRANSPORT = 4  # qrexec-client-vm missing, killed, or an unknown exit code
     REPLY_TOO_LARGE = 5  # the disposable sent back more than the reply cap
+    CONVERT_FAILED = 6  # --convert: the disposable's answer was refused, or its converter failed
     INTERRUPTED_HUP = 129  # SIGHUP (128 + 1)
     INTERRUPTED_INT = 130  # SIGINT (128 + 2)
     INTERRUPTED_TERM = 143  # SIGTERM (128 + 15)
@@ -45,6 +46,9 @@ exit status:
   5        the disposable sent back more than the reply cap (--max-reply,
            max_reply_size, or the free space): nothing of it was kept and
            the original is unchanged
+  6        --convert: the conversion failed (the converter in the disposable
+           failed, or what it sent back was refused); no output is left and
+           the original is untouched
   129/130/143  interrupted (SIGHUP/SIGINT/SIGTERM); the original files are
            untouched (an edit saved just before is reported as saved)
 dom0's codes (64 and up) and qrexec's (125-127) are passed through unchanged;

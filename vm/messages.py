@@ -91,6 +91,10 @@ MESSAGES: dict[Exit, str] = {
         "one, the administrator opts it in, in dom0: "
         "qvm-features NAME-OF-THIS-QUBE whonix-open-allow-network 1."
     ),
+    Exit.CONVERT_NEEDS_OFFLINE: (
+        "dom0 refused: documents are converted only in a profile without a network, "
+        "and {profile} has one. Use --convert-profile offline (the default)."
+    ),
 }
 
 

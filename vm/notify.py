@@ -24,7 +24,10 @@ URGENCIES = ("low", "normal", "critical")
 _NOTIFY_SEND_TIMEOUT = 10  # seconds; a hung notification daemon must not hang us
 
 
-def _via_notify_send(summary: str, body: str, urgency: str) -> bool:
+def _via_notify_send(summary: str, body: str, urgency: str,
+                     options: tuple[str, ...] = ()) -> bool | str:
+    """True (or, with --print-id among *options*, the id it printed) when
+    notify-send showed it; False otherwise."""
     program = shutil.which("notify-send")
     if program is None:
         return False
@@ -35,16 +38,20 @@ def _via_notify_send(summary: str, body: str, urgency: str) -> bool:
         # newline, backslash-x an "x"), so backslashes are doubled to survive.
         sent_body = body.replace("\\", "\\\\")
         result = subprocess.run(
-            [program, f"--app-name={APP_NAME}", f"--urgency={urgency}", "--", summary, sent_body],
+            [program, f"--app-name={APP_NAME}", f"--urgency={urgency}", *options, "--",
+             summary, sent_body],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             timeout=_NOTIFY_SEND_TIMEOUT,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return result.returncode == 0
+    if result.returncode != 0:
+        return False
+    shown = (result.stdout or b"").decode("ascii", "replace").strip()
+    return shown if "--print-id" in options and shown.isdigit() else True
 
 
 def _via_gi(summary: str, body: str, urgency: str) -> bool:
@@ -86,3 +93,14 @@ def notify(summary: str, body: str, urgency: str = "normal") -> str | None:
     if _via_gi(summary, body, urgency):
         return "gi"
     return None
+
+
+def progress(summary: str, body: str, replaces: str | None = None) -> str | None:
+    """A progress notification that replaces the earlier one with the id
+    *replaces* (notify-send --print-id/--replace-id, libnotify >= 0.7.9: Debian
+    12 and later) instead of piling up; its id, or None (no notify-send, or one
+    without ids: then each update is a notification of its own)."""
+    options = ("--print-id",) + ((f"--replace-id={replaces}",) if replaces else ())
+    shown = _via_notify_send(_valid_utf8(summary), html.escape(_valid_utf8(body), quote=False),
+                             "low", options)
+    return shown if isinstance(shown, str) else None

@@ -39,6 +39,10 @@ ENTRIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("WhonixOpen::view-offline", "View in offline disposable",
      "View read-only in a fresh Whonix disposable with no network",
      ("--view-only", "--offline")),
+    ("WhonixOpen::convert", "Convert to trusted PDF (offline disposable)",
+     "Render to pixels in a fresh Whonix disposable with no network; save "
+     "NAME.trusted.pdf beside it and move the original to ~/QubesUntrustedPDFs",
+     ("--convert",)),
 )
 
 CHOOSER: tuple[str, str, str] = (

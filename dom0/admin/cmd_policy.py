@@ -24,7 +24,8 @@ where an allowed call goes - and, for a whonix call the policy lets through,
 whether the broker still refuses it before creating anything (its own code
 decides: e.g. 79, a qube without a netvm asking for a network). Without
 SERVICE: the whonix services with each profile (links: those with a
-network; apps: APP+PROFILE), and the stock calls a Whonix qube makes to
+network; apps: APP+PROFILE; conversions: 300+PROFILE for the offline
+ones), and the stock calls a Whonix qube makes to
 @dispvm (qubes.OpenInVM, qubes.OpenURL, qubes.VMShell).
 
 Exit status: 0, 2 usage or unknown qube, 3 qubesd or the policy cannot be read."""

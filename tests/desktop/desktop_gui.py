@@ -35,12 +35,14 @@ from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
-LABELS = ("Open in Tor disposable", "View in Tor disposable", "View in offline disposable")
+LABELS = ("Open in Tor disposable", "View in Tor disposable", "View in offline disposable",
+          "Convert to trusted PDF (offline disposable)")
 # label -> the whonix-open options its entry must pass before the file list
 OPTIONS = {
     "Open in Tor disposable": ["--"],
     "View in Tor disposable": ["--view-only", "--"],
     "View in offline disposable": ["--view-only", "--offline", "--"],
+    "Convert to trusted PDF (offline disposable)": ["--convert", "--"],
 }
 # The chooser entry every file manager also shows; it runs whonix-open-choose.
 CHOOSER_LABEL = "Open in disposable…"

@@ -150,14 +150,16 @@ def test_api_4_call_shape_gives_the_entries_that_run_whonix_open(ext, standin, f
     provider = ext.WhonixOpenMenuProvider()
     items = provider.get_file_items([local(files[0])])
     assert labels(items) == ["Open in Tor disposable", "View in Tor disposable",
-                             "View in offline disposable", "Open in disposable…"]
+                             "View in offline disposable",
+                             "Convert to trusted PDF (offline disposable)", "Open in disposable…"]
     for item in items:
         item.activate()
-    calls = standin.wait_calls(4)
+    calls = standin.wait_calls(5)
     assert sorted(calls) == sorted([
         ["--", str(files[0])],
         ["--view-only", "--", str(files[0])],
         ["--view-only", "--offline", "--", str(files[0])],
+        ["--convert", "--", str(files[0])],
         ["whonix-open-choose", "--", str(files[0])],
     ])
 
@@ -198,7 +200,7 @@ def test_a_selection_with_a_folder_gets_no_menu(ext, files):
     folder = files[0].parent
     assert provider.get_file_items([local(folder, directory=True)]) == []
     assert provider.get_file_items([local(files[0]), local(folder, directory=True)]) == []
-    assert len(provider.get_file_items([local(f) for f in files])) == 4
+    assert len(provider.get_file_items([local(f) for f in files])) == 5
 
 
 def test_empty_selection_gets_no_menu(ext):
@@ -237,7 +239,9 @@ assert p.get_file_items([F("sftp://h/x")]) == []
                          timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ("Open in Tor disposable|View in Tor disposable|"
-                                  "View in offline disposable|Open in disposable…")
+                                  "View in offline disposable|"
+                                  "Convert to trusted PDF (offline disposable)|"
+                                  "Open in disposable…")
 
 
 def test_activation_runs_detached_without_a_shell(ext, standin, tmp_path):

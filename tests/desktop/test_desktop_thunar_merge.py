@@ -111,7 +111,7 @@ def test_merge_keeps_user_actions_and_comments_and_is_idempotent(env):
     first = uca(env).read_bytes()
     assert theirs(uca(env)) == before
     assert b"<!-- my own actions, keep them -->" in first
-    assert first.count(b"<unique-id>whonix-open-") == 4
+    assert first.count(b"<unique-id>whonix-open-") == 5
     stat = uca(env).stat()
     out = run(env)
     assert out.returncode == 0 and "already up to date" in out.stdout
@@ -138,14 +138,14 @@ def theirs_from_text(text: str) -> list:
 def test_autostart_respects_a_removal_until_the_user_adds_again(env):
     env = dict(env, PATH=f"{fake_thunar(env)}:/usr/bin:/bin")
     assert run(env, "--autostart").returncode == 0
-    assert len(ours(uca(env))) == 4
+    assert len(ours(uca(env))) == 5
     assert run(env, "--remove").returncode == 0
     out = run(env, "--autostart")
     assert out.returncode == 0 and "removed by the user" in out.stdout
     assert ours(uca(env)) == []
     assert run(env).returncode == 0  # an explicit add clears the opt-out
     assert run(env, "--autostart", "--quiet").stdout == ""
-    assert len(ours(uca(env))) == 4
+    assert len(ours(uca(env))) == 5
 
 
 def fake_thunar(env) -> Path:
@@ -172,7 +172,8 @@ def test_an_outdated_copy_is_updated_in_place_and_duplicates_collapse(env):
     assert run(env).returncode == 0
     ids = [a.findtext("unique-id") for a in actions(uca(env))]
     assert ids == ["1700000000000000-1", "whonix-open-open", "whonix-open-view",
-                   "whonix-open-view-offline", "whonix-open-choose", "1700000000000001-2"]
+                   "whonix-open-view-offline", "whonix-open-convert", "whonix-open-choose",
+                   "1700000000000001-2"]
     assert next(a.findtext("command") for a in ours(uca(env))) == "whonix-open -- %F"
 
 
@@ -198,7 +199,7 @@ def test_symlinked_file_stays_a_symlink_and_keeps_its_mode(env, tmp_path):
     uca(env).symlink_to(real)
     assert run(env).returncode == 0
     assert uca(env).is_symlink()
-    assert len(ours(real)) == 4
+    assert len(ours(real)) == 5
     assert oct(real.stat().st_mode & 0o777) == oct(0o600)
 
 
@@ -206,7 +207,8 @@ def test_no_system_default_starts_an_empty_file(env, tmp_path):
     env = dict(env, XDG_CONFIG_DIRS=str(tmp_path / "nothing"))
     assert run(env).returncode == 0
     assert [a.findtext("unique-id") for a in actions(uca(env))] == [
-        "whonix-open-open", "whonix-open-view", "whonix-open-view-offline", "whonix-open-choose"]
+        "whonix-open-open", "whonix-open-view", "whonix-open-view-offline", "whonix-open-convert",
+        "whonix-open-choose"]
 
 
 def load_tool():
@@ -246,7 +248,7 @@ def test_merge_then_remove_gives_back_the_users_actions(tmp_path_factory, user_a
     try:
         assert TOOL_MODULE.main(["--quiet"]) == 0
         assert TOOL_MODULE.main(["--quiet"]) == 0
-        assert len(ours(config / "Thunar/uca.xml")) == 4
+        assert len(ours(config / "Thunar/uca.xml")) == 5
         assert TOOL_MODULE.main(["--remove", "--quiet"]) == 0
     finally:
         if old is None:

@@ -146,8 +146,8 @@ def test_desktop_files_exec(world: World, tmp_path: Path):
     subprocess.run(["make", "-s", "-C", str(REPO), "install-vm-desktop", f"DESTDIR={dest}"],
                    check=True, capture_output=True)
     lines = exec_lines(dest, world.env)
-    # Thunar x3, MIME x2, PCManFM-Qt x3, Dolphin KF6 + KF5 x3 each
-    assert len(lines) == 14, lines
+    # Thunar x4, MIME x2, PCManFM-Qt x4, Dolphin KF6 + KF5 x4 each
+    assert len(lines) == 18, lines
     for number, (name, value) in enumerate(lines, start=1):
         argv = [str(world.doc) if a == "%F" else a for a in shlex.split(value)]
         subprocess.run(argv, env=world.env, stdin=subprocess.DEVNULL,

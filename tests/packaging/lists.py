@@ -20,6 +20,7 @@ DOM0_FILES = {
     "/etc/qubes-rpc/whonix.RoutingStatus": 0o755,
     "/etc/qubes-rpc/whonix.OpenURLInDisposable": 0o755,
     "/etc/qubes-rpc/whonix.StartAppInDisposable": 0o755,
+    "/etc/qubes-rpc/whonix.ConvertInDisposable": 0o755,
     # dom0 menu entries (whonix-open-app)
     "/usr/share/applications/whonix-open-torbrowser.desktop": 0o644,
     "/usr/share/applications/whonix-open-terminal.desktop": 0o644,
@@ -69,6 +70,7 @@ VM_FILES = {
     "/usr/share/file-manager/actions/whonix-open-open.desktop": 0o644,
     "/usr/share/file-manager/actions/whonix-open-view.desktop": 0o644,
     "/usr/share/file-manager/actions/whonix-open-view-offline.desktop": 0o644,
+    "/usr/share/file-manager/actions/whonix-open-convert.desktop": 0o644,
     "/usr/share/nautilus-python/extensions/whonix_open_nautilus.py": 0o644,
     "/usr/share/kio/servicemenus/whonix-open.desktop": 0o644,
     "/usr/share/kservices5/ServiceMenus/whonix-open.desktop": 0o644,

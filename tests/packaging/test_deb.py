@@ -225,6 +225,29 @@ def test_installed_cli_opens_through_qrexec_client_vm(on_this_machine, tmp_path:
     assert len(opens) == 1 and opens[0][0] == "dom0"
 
 
+def test_installed_cli_converts_through_the_real_server(on_this_machine, tmp_path: Path):
+    """The installed `whonix-open --convert` (Debian's python3, the package's
+    modules) against the simulated Qubes: the sim's qrexec-client-vm, the repo's
+    dom0 service and the unmodified upstream qubes.PdfConvert server."""
+    from tests.convert_docs import make_pdf, page_count
+
+    sim_dir = tmp_path / "qubes"
+    subprocess.run([sys.executable, "-m", "whonix_open.sim", "init", "--dir", str(sim_dir)],
+                   check=True, capture_output=True, timeout=DEADLINE)
+    env = clean_env(tmp_path, PATH=f"{REPO / 'sim' / 'bin'}:/usr/bin:/bin",
+                    HOME=str(tmp_path / "home"), WHONIX_OPEN_BACKEND="sim",
+                    WHONIX_OPEN_SIM_DIR=str(sim_dir), WHONIX_OPEN_SIM_CALLER="anon-whonix",
+                    WHONIX_OPEN_PYTHON=sys.executable, WHONIX_OPEN_RUN_DIR=str(tmp_path / "run"),
+                    WHONIX_OPEN_CONFIG=str(tmp_path / "none.toml"))
+    doc = make_pdf(tmp_path / "scan.pdf", pages=2)
+    r = subprocess.run(["/usr/bin/whonix-open", "--no-notify", "--convert", "--resolution",
+                        "75", "--", str(doc)], env=env, capture_output=True, text=True,
+                       timeout=DEADLINE, check=False)
+    assert r.returncode == 0, r.stderr
+    assert page_count(tmp_path / "scan.trusted.pdf") == 2
+    assert (tmp_path / "home/QubesUntrustedPDFs/scan.pdf").exists()
+
+
 def test_thunar_actions_at_login_and_before_uninstall(on_this_machine, tmp_path: Path):
     """A package cannot edit home directories: the installed autostart entry merges
     the actions at login; the documented step before uninstalling removes them,
@@ -243,7 +266,7 @@ def test_thunar_actions_at_login_and_before_uninstall(on_this_machine, tmp_path:
     subprocess.run(exec_line.split(), env=env, check=True, timeout=DEADLINE)
     ids = [a.findtext("unique-id") for a in ET.parse(uca).getroot()]  # noqa: S314
     assert ids == ["1-1", "whonix-open-open", "whonix-open-view", "whonix-open-view-offline",
-                   "whonix-open-choose"]
+                   "whonix-open-convert", "whonix-open-choose"]
     subprocess.run(["whonix-open-thunar-actions", "--remove", "--quiet"], env=env, check=True,
                    timeout=DEADLINE)
     # the same XML (C14N: an empty <icon></icon> may come back as <icon />)

@@ -9,7 +9,9 @@ import re
 from collections import defaultdict
 
 from whonix_open.contract import (
+    RESOLUTION_DEFAULT,
     SERVICE_APP,
+    SERVICE_CONVERT,
     SERVICE_OPEN,
     SERVICE_STATUS,
     SERVICE_URL,
@@ -37,7 +39,8 @@ PROBE = "whonix-open-probe"  # stands for a disposable the broker would open now
 def requests(ctx: Context) -> list[tuple[str, str]]:
     """(service, argument) pairs the broker accepts: files with every profile
     (an empty argument is refused with 64, whatever the policy says), links
-    with every profile that has a network, apps as APP+PROFILE."""
+    with every profile that has a network, apps as APP+PROFILE, conversions
+    as RESOLUTION+PROFILE (the default resolution) for every offline profile."""
     if ctx.config is None:
         return [(SERVICE_STATUS, "+")]
     profiles = sorted(ctx.config.profiles.values())
@@ -45,6 +48,8 @@ def requests(ctx: Context) -> list[tuple[str, str]]:
     pairs += [(SERVICE_URL, "+" + p.name) for p in profiles if not p.offline]
     pairs += [(SERVICE_APP, f"+{app}+{p.name}") for app in sorted(ctx.config.apps)
               for p in profiles]
+    pairs += [(SERVICE_CONVERT, f"+{RESOLUTION_DEFAULT}+{p.name}") for p in profiles
+              if p.offline]
     return [*pairs, (SERVICE_STATUS, "+")]
 
 
