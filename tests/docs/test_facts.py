@@ -1,0 +1,84 @@
+"""Facts the docs state in prose or hand-written tables, checked against the
+code (the rest are generated blocks: tests/docs/test_generated.py)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.docs import generator
+
+REPO = Path(__file__).resolve().parents[2]
+PROSE = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "Makefile",
+         REPO / "rpm_spec" / "whonix-open-dom0.spec", REPO / "debian" / "control"]
+PACKAGING = [REPO / "setup.py", REPO / "rpm_spec" / "whonix-open-dom0.spec",
+             *sorted(p for p in (REPO / "debian").rglob("*") if p.is_file())]
+
+
+def _blocks():
+    generator()
+    import blocks
+
+    return blocks
+
+
+def test_findings_table_names_every_check():
+    """docs/ADMIN.md's table of `whonix-open-admin check` findings has a row
+    for each name in dom0/admin/findings.py CHECKS, and no other."""
+    from whonix_open.dom0.admin.findings import CHECKS
+
+    rows = _blocks().table_after(REPO / "docs" / "ADMIN.md", "**check** resolves every profile")
+    documented = [name for row in rows for name in re.findall(r"`([a-z-]+)`", row[0])]
+    assert sorted(documented) == sorted(CHECKS)
+
+
+def test_the_rpm_description_names_every_service():
+    spec = (REPO / "rpm_spec" / "whonix-open-dom0.spec").read_text()
+    description = spec.split("%description", 1)[1].split("\n%", 1)[0]
+    words = set(re.findall(r"whonix\.\w+", description))
+    assert words == set(_blocks().service_names())
+
+
+def test_design_tables_agree_with_the_code():
+    """DESIGN.md's services and exit-code tables have exactly the code's rows
+    (the generated blocks join them; this names the disagreement directly)."""
+    from whonix_open.contract import Exit
+
+    blocks = _blocks()
+    assert set(blocks.design_services()) == set(blocks.service_names())
+    codes = {int(row[0]) for row in blocks.table_after(blocks.DESIGN,
+                                                       "## Exit codes of the dom0 services")}
+    assert codes == {int(c) for c in Exit if c < 125}
+
+
+NUMBER = r"(?:two|three|four|five|six|seven|eight|nine|ten)"
+COUNTED = re.compile(rf"\b{NUMBER}\s+(?:[\w-]+\s+)?(?:services|entries|actions)\b", re.I)
+
+
+@pytest.mark.parametrize("path", PROSE, ids=lambda p: str(p.relative_to(REPO)))
+def test_prose_does_not_count_what_the_code_lists(path):
+    """"the three qrexec services", "the same three entries": counts in prose
+    go stale when a service or entry is added; the lists are generated."""
+    assert COUNTED.findall(path.read_text()) == []
+
+
+def test_package_metadata_claims_no_public_home():
+    """No homepage or source URL (there is none yet) and no placeholder
+    address; the maintainer is the one clearly invalid address docs/INSTALL.md
+    names, the same everywhere."""
+    for path in PACKAGING:
+        text = path.read_text(errors="replace")
+        for placeholder in ("example.org", "github.com/whonix-open", "@localhost"):
+            assert placeholder not in text, f"{path.relative_to(REPO)}: {placeholder}"
+    control = (REPO / "debian" / "control").read_text()
+    assert not re.search(r"(?m)^Homepage:", control)
+    spec = (REPO / "rpm_spec" / "whonix-open-dom0.spec").read_text()
+    assert not re.search(r"(?m)^URL:", spec)
+    assert not re.search(r"(?m)^Source:", (REPO / "debian" / "copyright").read_text())
+    (maintainer,) = re.findall(r"(?m)^Maintainer: (.*)$", control)
+    assert maintainer.endswith(".invalid>")
+    assert f" -- {maintainer}  " in (REPO / "debian" / "changelog").read_text()
+    assert f" {maintainer} - " in spec  # the %changelog line
+    assert f"`{maintainer}`" in (REPO / "docs" / "INSTALL.md").read_text()
