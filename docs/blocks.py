@@ -228,10 +228,10 @@ def call_table() -> str:
         if op == "insert":
             changes.append(f"after call {a1} come {now}")
         elif op == "delete":
-            changes.append(f"calls {a1 + 1}–{a2} are left out")
+            changes.append(f"calls {a1 + 1} to {a2} are left out")
         else:
             span = (f"call {a1 + 1} becomes" if a2 - a1 == 1
-                    else f"calls {a1 + 1}–{a2} become")
+                    else f"calls {a1 + 1} to {a2} become")
             changes.append(f"{span} {now}")
     text += (f"\n`offline` from a DVM template with a network (`admin.vm.Create.DispVM`, "
              f"preloads never used): **{len(offline)} calls**; "
@@ -245,7 +245,7 @@ def profile_defaults() -> str:
     """What dom0 uses when /etc/whonix-open/profiles.toml says nothing (dom0/config.py)."""
     from whonix_open.dom0 import config
 
-    rows = [[f"`{key}`", str(default), f"{low}–{high}"]
+    rows = [[f"`{key}`", str(default), f"{low} to {high}"]
             for key, default in config.Limits._field_defaults.items()
             for low, high in [config.LIMIT_RANGES[key]]]
     apps = ", ".join(f"`{name}` (`{desktop}.desktop`)"
