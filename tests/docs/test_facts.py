@@ -82,3 +82,27 @@ def test_package_metadata_claims_no_public_home():
     assert f" -- {maintainer}  " in (REPO / "debian" / "changelog").read_text()
     assert f" {maintainer} - " in spec  # the %changelog line
     assert f"`{maintainer}`" in (REPO / "docs" / "INSTALL.md").read_text()
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to '-'."""
+    heads = re.findall(r"(?m)^#+ (.*)$", re.sub(r"(?ms)^```.*?^```", "", path.read_text()))
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+
+
+@pytest.mark.parametrize("path", [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))],
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_links_between_the_pages_resolve(path):
+    """After the move into pages, every relative link (and #anchor) still lands."""
+    text = re.sub(r"(?ms)^```.*?^```", "", path.read_text())
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue  # an external address
+        file, _, anchor = target.partition("#")
+        dest = (path.parent / file).resolve() if file else path
+        if not dest.exists():
+            broken.append(target)
+        elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+            broken.append(target)
+    assert broken == []
