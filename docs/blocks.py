@@ -283,6 +283,13 @@ def _desktop(path: Path) -> configparser.ConfigParser:
     return cp
 
 
+def _service_menu(path: Path) -> dict[str, str]:
+    """{label: command} of a Dolphin service menu's actions."""
+    cp = _desktop(path)
+    return {cp[s]["Name"]: _command(cp[s]["Exec"])
+            for s in cp.sections() if s.startswith("Desktop Action ")}
+
+
 def _command(exec_line: str) -> str:
     return re.sub(r"\s*%[FfUu]$", "", exec_line).removesuffix(" --") + " -- FILES"
 
@@ -302,13 +309,15 @@ def entries_by_file_manager() -> dict[str, dict[str, str]]:
                 for _, label, _, opts in _literal(nautilus_py, "ENTRIES")}
     chooser = _literal(nautilus_py, "CHOOSER")
     nautilus[chooser[1]] = _command("whonix-open-choose")  # chooser_command()
-    dolphin: dict[str, str] = {}
-    for path in sorted([*(desktop / "dolphin" / "kf6").glob("*.desktop"),
-                        *(desktop / "chooser" / "dolphin" / "kf6").glob("*.desktop")]):
-        cp = _desktop(path)
-        for section in cp.sections():
-            if section.startswith("Desktop Action "):
-                dolphin[cp[section]["Name"]] = _command(cp[section]["Exec"])
+    dolphin, dolphin_kf5 = ({label: command
+                             for path in sorted([*(desktop / "dolphin" / kf).glob("*.desktop"),
+                                                 *(desktop / "chooser" / "dolphin" / kf)
+                                                 .glob("*.desktop")])
+                             for label, command in _service_menu(path).items()}
+                            for kf in ("kf6", "kf5"))
+    if dolphin_kf5 != dolphin:
+        raise BlockError("the KF5 and KF6 Dolphin service menus differ: "
+                         f"{sorted(set(dolphin_kf5.items()) ^ set(dolphin.items()))}")
     pcmanfm: dict[str, str] = {}
     for path in sorted([*(desktop / "pcmanfm-qt").glob("*.desktop"),
                         *(desktop / "chooser" / "pcmanfm-qt").glob("*.desktop")]):
