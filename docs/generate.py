@@ -83,13 +83,14 @@ def render(name: str, registry: Mapping[str, Render | str] | None = None) -> str
     entry = registry.get(name)
     if entry is None:
         raise BlockError(f"unknown generated block {name!r} (not in docs/generate.py BLOCKS)")
-    if isinstance(entry, str):
-        module, _, func = entry.partition(":")
-        entry = getattr(importlib.import_module(module), func)
     try:
+        if isinstance(entry, str):
+            module, _, func = entry.partition(":")
+            entry = getattr(importlib.import_module(module), func)
         text = entry()
-    except BlockError as exc:
-        raise BlockError(f"block {name!r}: {exc}") from None
+    except (BlockError, ImportError, AttributeError) as exc:
+        # e.g. a module the block reads its facts from was moved or renamed
+        raise BlockError(f"block {name!r}: {type(exc).__name__}: {exc}") from None
     return text if text.endswith("\n") else text + "\n"
 
 

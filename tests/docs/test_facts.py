@@ -125,3 +125,14 @@ def test_benchmark_call_counts_are_the_tested_call_lists():
     assert numbers("… `offline` (") == [len(OFFLINE)]
     assert numbers("Admin API calls of a link") == [len(TOR)] * 3
     assert numbers("… a terminal vs a file open") == [len(OFFLINE)] * 2
+
+
+@pytest.mark.parametrize("path", [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))],
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_exit_codes_quoted_in_prose_exist(path):
+    """"(68)", "(70/67)": a code the prose quotes is one of dom0's."""
+    from whonix_open.contract import Exit
+
+    quoted = {int(n) for group in re.findall(r"\((\d\d(?:/\d\d)*)\)", path.read_text())
+              for n in group.split("/")}
+    assert {n for n in quoted if n >= 64} <= {int(c) for c in Exit}
