@@ -136,3 +136,31 @@ def test_exit_codes_quoted_in_prose_exist(path):
     quoted = {int(n) for group in re.findall(r"\((\d\d(?:/\d\d)*)\)", path.read_text())
               for n in group.split("/")}
     assert {n for n in quoted if n >= 64} <= {int(c) for c in Exit}
+
+
+def _section(path: Path, heading: str) -> str:
+    text = path.read_text()
+    start = text.index(f"\n{heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+def test_install_names_every_package_requirement():
+    """docs/INSTALL.md names what the RPM requires and what the .deb depends on,
+    recommends and suggests (and no other version than the code's)."""
+    from whonix_open import __version__
+
+    install = REPO / "docs" / "INSTALL.md"
+    spec = (REPO / "rpm_spec" / "whonix-open-dom0.spec").read_text()
+    requires = {re.split(r"[\s(]", r.strip())[0]
+                for r in re.findall(r"(?m)^Requires:\s*(.*)$", spec)}
+    build = _section(install, "## Build the packages (in a qube, never in dom0)")
+    assert {r for r in requires if f"`{r}" not in build} == set()
+    control = (REPO / "debian" / "control").read_text().split("\nPackage:", 1)[1]
+    relations = {name for field in ("Depends", "Recommends", "Suggests")
+                 for value in re.findall(rf"(?m)^{field}:\s*(.*)$", control)
+                 for name in re.findall(r"(?:^|[,|]\s*)([a-z0-9][a-z0-9.+-]+)", value)}
+    templates = _section(install, "## Templates")
+    assert {r for r in relations if f"`{r}" not in templates} == set()
+    versions = set(re.findall(r"\b\d+\.\d+\.\d+\b", install.read_text()))
+    assert versions <= {__version__}
