@@ -164,3 +164,15 @@ def test_install_names_every_package_requirement():
     assert {r for r in relations if f"`{r}" not in templates} == set()
     versions = set(re.findall(r"\b\d+\.\d+\.\d+\b", install.read_text()))
     assert versions <= {__version__}
+
+
+def test_check_json_example_has_the_schema_of_the_code():
+    """docs/ADMIN.md's `check --json` example: the schema version and every
+    key of a finding as dom0/admin/findings.py writes them."""
+    from whonix_open.dom0.admin.findings import SCHEMA_VERSION, finding
+
+    example = re.search(r"```json\n(.*?)```", (REPO / "docs" / "ADMIN.md").read_text(),
+                        re.DOTALL).group(1)
+    assert f'"version": {SCHEMA_VERSION}' in example
+    keys = finding("orphan", "FAIL", "m").to_json()
+    assert [key for key in keys if f'"{key}":' not in example] == []
