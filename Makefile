@@ -14,8 +14,8 @@ PREFIX      ?= /usr
 SYS_PYTHON  ?= /usr/bin/python3
 PY_SITELIB  ?= $(shell $(SYS_PYTHON) -c 'import sysconfig as s; n = "deb_system" if "deb_system" in s.get_scheme_names() else "posix_prefix"; print(s.get_path("purelib", n, vars={"base": "$(PREFIX)"}))' 2>/dev/null)
 
-.PHONY: all venv system-deps test test-fast demo docs lint bench clean install-dom0 install-vm \
-	install-vm-desktop dist rpm deb
+.PHONY: all venv system-deps test test-fast demo lint bench clean install-dom0 install-vm install-vm-desktop \
+	dist rpm deb
 
 all: test
 
@@ -66,6 +66,7 @@ demo: venv
 	$(VPY) demo/run_demo.py
 
 # The generated blocks of the docs (docs/generate.py); `make test` checks them.
+.PHONY: docs
 docs: venv
 	$(VPY) docs/generate.py --write
 
