@@ -162,8 +162,9 @@ def test_install_names_every_package_requirement():
                  for name in re.findall(r"(?:^|[,|]\s*)([a-z0-9][a-z0-9.+-]+)", value)}
     templates = _section(install, "## Templates")
     assert {r for r in relations if f"`{r}" not in templates} == set()
-    versions = set(re.findall(r"\b\d+\.\d+\.\d+\b", install.read_text()))
-    assert versions <= {__version__}
+    for page in (install, REPO / "README.md"):
+        versions = set(re.findall(r"\b\d+\.\d+\.\d+\b", page.read_text()))
+        assert versions <= {__version__}, page.name
 
 
 def test_check_json_example_has_the_schema_of_the_code():
