@@ -177,3 +177,29 @@ def test_check_json_example_has_the_schema_of_the_code():
     assert f'"version": {SCHEMA_VERSION}' in example
     keys = finding("orphan", "FAIL", "m").to_json()
     assert [key for key in keys if f'"{key}":' not in example] == []
+
+
+def test_the_documented_profiles_toml_is_accepted_by_dom0():
+    """docs/ADMIN.md's profiles.toml example is one dom0's own parser takes,
+    with what it says: a second tor profile, one more app, terminal off."""
+    import tomllib
+
+    from whonix_open.dom0.config import parse_config
+
+    admin = _section(REPO / "docs" / "ADMIN.md", "## Profiles (`/etc/whonix-open/profiles.toml`)")
+    (example,) = re.findall(r"```toml\n(.*?)```", admin, re.DOTALL)
+    config = parse_config(tomllib.loads(example))
+    assert config.profiles["tor-2"].gateway == "sys-whonix-2"
+    assert "mail" in config.apps and "terminal" not in config.apps
+
+
+def test_the_documented_user_config_keys_are_the_cli_s():
+    """docs/USING.md names exactly the keys vm/config.py accepts, and its
+    example values parse."""
+    from whonix_open.vm.config import _TYPES, parse
+
+    bullet = _section(REPO / "docs" / "USING.md", "## The `whonix-open` command")
+    bullet = bullet[bullet.index("Per-user config"):].split("\n- ", 1)[0]
+    settings = re.findall(r"`(\w+ = [^`]+)`", bullet)
+    assert sorted(s.split(" = ")[0] for s in settings) == sorted(_TYPES)
+    parse("\n".join(settings) + "\n", "docs/USING.md")
