@@ -126,7 +126,8 @@ def _documented_costs() -> tuple[dict[str, int], dict[str, int]]:
     text = text[text.index("What it costs qubesd"):]
     command = r"`(check|status|reap|policy)(?: explain)?` (\d+)"
     totals = {name: int(n) for name, n in re.findall(command, text)}
-    breakdown = text[text.index("Admin API calls ("):text.index(";")]
+    start = text.index("Admin API calls (")
+    breakdown = text[start:text.index(";", start)]
     return totals, {method: int(n) for n, method in re.findall(r"(\d+) `([\w.]+)`", breakdown)}
 
 
