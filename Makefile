@@ -1,7 +1,8 @@
 # whonix-open — developer and install targets.
 #   make demo   a real open, end to end, against the simulated Qubes
 #   make test   the whole suite (what .ci/run runs)
-#   make install-dom0 / make install-vm DESTDIR=...   see README "Install on Qubes"
+#   make docs   rewrite the generated blocks of README.md and docs/*.md from the code
+#   make install-dom0 / make install-vm DESTDIR=...   see docs/INSTALL.md
 
 PYTHON      ?= python3
 VENV        ?= .venv
@@ -133,6 +134,11 @@ test-fast: venv
 demo: venv
 	$(VPY) demo/run_demo.py
 
+# The generated blocks of the docs (docs/generate.py); `make test` checks them.
+.PHONY: docs
+docs: venv
+	$(VPY) docs/generate.py --write
+
 lint: venv
 	$(VPY) -m ruff check .
 
@@ -191,7 +197,7 @@ DOM0_COMMANDS := $(notdir $(wildcard packaging/whonix-open-admin packaging/whoni
 # <<< whonix-open-admin
 
 # dom0: the broker package (common + dom0, subpackages included; no VM helper, no
-# simulation), the three qrexec services, the policy, the tmpfiles entry, the
+# simulation), the qrexec services (qubes-rpc/), the policy, the tmpfiles entry, the
 # dom0 commands. The administrator's files (30-user-whonix-open.policy,
 # /etc/whonix-open/profiles.toml) are installed once and never overwritten.
 # Policy files as Qubes installs its own: 0664 root:qubes (qubes-core-admin's
@@ -240,7 +246,7 @@ install-vm:
 		$(DESTDIR)$(PY_SITELIB)/whonix_open)
 
 # The desktop integrations (part of install-vm; on their own for the GUI tests):
-# each file where its file manager looks. See README, "Desktop integration".
+# each file where its file manager looks. See docs/INSTALL.md.
 DATADIR     ?= $(PREFIX)/share
 install-vm: install-vm-desktop
 install-vm-desktop:

@@ -3,7 +3,7 @@
     {"check": "dvm-netvm", "level": "FAIL", "qubes": ["whonix-workstation-18-dvm"],
      "message": "...", "fix": ["qvm-prefs whonix-workstation-18-dvm netvm sys-whonix"]}
 
-`check` names the kind of finding (CHECKS below, documented in the README);
+`check` names the kind of finding (CHECKS below, documented in docs/ADMIN.md);
 `fix` holds shell commands an administrator can run as they are (qube names
 are restricted to [A-Za-z0-9_.-], so they need no quoting) or, where no
 command can do it, an instruction starting with "edit ".

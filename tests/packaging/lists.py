@@ -1,4 +1,4 @@
-"""The documented install lists (README "Install on Qubes"): every file each
+"""The documented install lists (docs/INSTALL.md, generated from here): every file each
 install puts down, with its mode. `make install-dom0`, `make install-vm`, the
 dom0 RPM and the template .deb are all checked against these.
 

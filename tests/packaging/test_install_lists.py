@@ -1,5 +1,5 @@
 """`make install-dom0` / `make install-vm` into throwaway roots put down exactly
-the documented files (tests/packaging/lists.py, README "Install on Qubes"),
+the documented files (tests/packaging/lists.py, docs/INSTALL.md),
 with their modes and their bytecode, and nothing else."""
 
 from __future__ import annotations
