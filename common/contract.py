@@ -96,6 +96,7 @@ SUMMARY: dict[Exit, str] = {
     Exit.CALLER_SILENT: "the caller sent nothing in time",
     Exit.LINK_NEEDS_NETWORK: "a link in a profile without a network",
     Exit.APP_NOT_ALLOWED: "the app is not in the allowlist ([apps] in profiles.toml)",
+    Exit.CONVERT_NEEDS_OFFLINE: "a conversion in a profile with a network",
     Exit.NO_NEW_NETWORK: "this qube has no network and the profile has one",
     Exit.QREXEC_FAILED: "qrexec failed",
     Exit.POLICY_DENIED: "the qrexec policy denied the call",

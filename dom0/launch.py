@@ -73,7 +73,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     env = service_env(ns.app, ns.profile, os.environ if env is None else env)
 
     from whonix_open.dom0 import service  # only now: --help stays fast
-    from whonix_open.dom0.backend import BackendError, connect
+    from whonix_open.dom0.backend import BackendError
+    from whonix_open.dom0.choose_backend import connect
 
     try:  # before the broker: a missing library is this command's, not a request's failure
         backend = connect(env)

@@ -40,7 +40,14 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
-from whonix_open.contract import SERVICE_APP, SERVICE_OPEN, SERVICE_URL, SERVICE_VIEW, Exit
+from whonix_open.contract import (
+    SERVICE_APP,
+    SERVICE_CONVERT,
+    SERVICE_OPEN,
+    SERVICE_URL,
+    SERVICE_VIEW,
+    Exit,
+)
 from whonix_open.dom0.config import Limits
 from whonix_open.dom0.errors import Refusal
 from whonix_open.dom0.request import is_qube_name
@@ -55,7 +62,8 @@ FILE_MODE = 0o660  # group qubes: the services, the admin tool and the reap unit
 # disposables are all created-by-dom0): they share one owner's slots.
 SHARED_DISPOSABLES = "@dispvm"
 # What a session holds, by service (the record's "kind"; shown by the admin tool).
-KINDS = {SERVICE_OPEN: "file", SERVICE_VIEW: "file", SERVICE_URL: "link", SERVICE_APP: "app"}
+KINDS = {SERVICE_OPEN: "file", SERVICE_VIEW: "file", SERVICE_URL: "link", SERVICE_APP: "app",
+         SERVICE_CONVERT: "convert"}
 _RECORD_MAX = 65536
 _STEPS = ("creating", "pending")  # left out of the record while None
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC

@@ -249,12 +249,15 @@ def convert(target: Target, *, resolution: int, profile: str, archive: str | Non
     """Convert one checked file; raise ConvertFailed (or Stopped) with the
     original untouched and no output left behind."""
     stop = stop or threading.Event()
-    output = trusted_name(target.path)
-    if os.path.lexists(output):
+    # Every step is relative to the original's directory as held open since the
+    # check (issue 20): a folder swapped meanwhile cannot redirect a byte.
+    out_name = trusted_name(target.name)
+    output = os.path.join(target.directory, out_name)  # for messages
+    if _exists_at(target.dir_fd, out_name):
         raise ConvertFailed(f"{output} already exists; nothing was overwritten",
                             code=CliExit.FILE_FAILED)
     try:
-        part = editback.create_part_file(target.directory, os.path.basename(output))
+        part = editback.create_part_file(target, out_name)
     except OSError as exc:
         raise ConvertFailed(f"no trusted PDF can be written beside it: "
                             f"{oserrors.why(exc, target.directory)}",
@@ -264,7 +267,7 @@ def convert(target: Target, *, resolution: int, profile: str, archive: str | Non
         os.fchmod(part.fd, target.st.st_mode & 0o666)
         os.fsync(part.fd)
         try:
-            _place(part, output)  # never over a file that appeared meanwhile
+            _place(part, out_name)  # never over a file that appeared meanwhile
         except FileExistsError:
             raise ConvertFailed(f"{output} appeared meanwhile; nothing was overwritten",
                                 code=CliExit.FILE_FAILED) from None
@@ -336,36 +339,46 @@ def _run_call(target: Target, out_fd: int, resolution: int, profile: str, timeou
 _NO_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK)
 
 
-def _place(part: editback.ReplyFile, output: str) -> None:
-    """Give the finished .part file the name *output*, which must not exist:
-    a hard link (then the .part name goes in `discard`); where the file
-    system has none, the name is claimed with O_EXCL and the .part file
-    renamed over that claim."""
+def _exists_at(dir_fd: int, name: str) -> bool:
     try:
-        os.link(part.path, output)
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _place(part: editback.ReplyFile, name: str) -> None:
+    """Give the finished .part file the *name* (in its directory), which must
+    not exist: a hard link (then the .part name goes in `discard`); where the
+    file system has none, the name is claimed with O_EXCL and the .part file
+    renamed over that claim."""
+    at = part.dir_fd
+    try:
+        os.link(part.name, name, src_dir_fd=at, dst_dir_fd=at, follow_symlinks=False)
         return
     except OSError as exc:
         if exc.errno not in _NO_LINKS:
             raise
-    os.close(os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    os.close(os.open(name, flags, 0o600, dir_fd=at))
     try:
-        os.rename(part.path, output)
+        os.rename(part.name, name, src_dir_fd=at, dst_dir_fd=at)
     except OSError:
-        os.unlink(output)
+        os.unlink(name, dir_fd=at)
         raise
-    # part.path now names nothing: discard() removes nothing but closes it
+    # part.name now names nothing: discard() removes nothing but closes it
 
 
 def archive_original(target: Target, archive: str) -> str:
     """Move the original into *archive* (created private if missing) under a
     name no archived file has; return where it is now."""
     os.makedirs(archive, mode=0o700, exist_ok=True)
-    base = Path(os.path.basename(target.path))
+    base = Path(target.name)
     for attempt in range(1000):
         name = base.name if attempt == 0 else f"{base.stem}.{attempt}{base.suffix}"
         dest = os.path.join(archive, name)
         try:
-            os.link(target.path, dest)
+            os.link(target.name, dest, src_dir_fd=target.dir_fd, follow_symlinks=False)
         except FileExistsError:
             continue
         except OSError as exc:
@@ -375,7 +388,7 @@ def archive_original(target: Target, archive: str) -> str:
                 _copy_new(target, dest)
             except FileExistsError:
                 continue
-        os.unlink(target.path)
+        os.unlink(target.name, dir_fd=target.dir_fd)
         return dest
     raise FileExistsError(errno.EEXIST, "no free name in the archive directory")
 
@@ -384,7 +397,9 @@ def _copy_new(target: Target, dest: str) -> None:
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                  target.st.st_mode & 0o777)
     try:
-        with open(target.path, "rb") as src, os.fdopen(os.dup(fd), "wb") as dst:
+        src_fd = os.open(target.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         dir_fd=target.dir_fd)
+        with os.fdopen(src_fd, "rb") as src, os.fdopen(os.dup(fd), "wb") as dst:
             shutil.copyfileobj(src, dst, CHUNK)
             dst.flush()
             os.fsync(dst.fileno())

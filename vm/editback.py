@@ -146,12 +146,17 @@ def _create_locked(dir_fd: int, base: str) -> tuple[int, str]:
     return fd, stem + PART
 
 
-def create_part_file(directory: str, base: str) -> ReplyFile:
-    """A new, private, locked ``.BASE.whonix-open-XXXXXXXX.part`` in *directory*
-    (--convert's output while it is written; a killed run's is removed by the
-    leftover scan). Raises OSError."""
-    fd, path = _create_locked(directory, base)
-    return ReplyFile(path=path, fd=fd, beside_original=True)
+def create_part_file(target: Target, base: str) -> ReplyFile:
+    """A new, private, locked ``.BASE.whonix-open-XXXXXXXX.part`` in the
+    original's directory as held open (--convert's output while it is written;
+    a killed run's is removed by the leftover scan). Raises OSError."""
+    dir_fd = os.dup(target.dir_fd)
+    try:
+        fd, name = _create_locked(dir_fd, base)
+    except OSError:
+        os.close(dir_fd)
+        raise
+    return ReplyFile(dir_fd=dir_fd, name=name, fd=fd, beside_original=True)
 
 
 def create_reply_file(target: Target) -> ReplyFile:

@@ -31,7 +31,7 @@ def parser(name: str, summary: str, description: str, epilog: str = "") -> argpa
 
 def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true",
-                   help="print one JSON document (schema in the README) instead of text")
+                   help="print one JSON document (schema in docs/ADMIN.md) instead of text")
 
 
 def add_run_dir(p: argparse.ArgumentParser) -> None:

@@ -46,7 +46,7 @@ def test_the_tmpfiles_entry_makes_the_run_dir_and_its_lock():
     lines = [line.split() for line in
              (REPO / "packaging" / "tmpfiles-whonix-open.conf").read_text().splitlines()
              if line and not line.startswith("#")]
-    assert lines == [["d", "/run/whonix-open", "2770", "root", "qubes", "-"],
+    assert lines == [["D", "/run/whonix-open", "2770", "root", "qubes", "-"],
                      ["f", "/run/whonix-open/.lock", "0660", "root", "qubes", "-"]]
 
 

@@ -182,3 +182,16 @@ def test_run_dir_entries_that_are_not_regular_records_are_left_alone(tmp_path):
     assert sorted(os.listdir(run)) == sorted([".lock", "x.1.2.session", "y.1.3.session",
                                               "z.1.4.session", "not-a-record.session",
                                               "..1.5.session"])
+
+
+def test_every_broker_service_has_a_record_kind():
+    """Each qrexec service that runs the broker's serve() records what it holds
+    (a service added without a kind would die with 73 after the caller's wait)."""
+    from pathlib import Path
+
+    from whonix_open.contract import SERVICE_STATUS
+    from whonix_open.dom0.sessions import KINDS
+
+    rpc = Path(__file__).resolve().parents[2] / "qubes-rpc"
+    services = {p.name for p in rpc.iterdir()} - {SERVICE_STATUS}
+    assert services and services == set(KINDS)

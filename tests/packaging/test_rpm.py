@@ -150,5 +150,6 @@ def test_reap_units_on_install_upgrade_and_removal(rpm: Path, tmp_path: Path):
         "systemctl daemon-reload", "systemctl try-restart whonix-open-reap.timer"]
     # removal
     assert _run_scriptlet(rpm, tmp_path, "PREUN", 0) == [
-        "systemctl --no-reload disable --now whonix-open-reap.timer whonix-open-reap.service"]
+        "systemctl --no-reload disable --now whonix-open-reap.timer whonix-open-reap.service",
+        "systemd-tmpfiles --remove /usr/lib/tmpfiles.d/whonix-open.conf"]
     assert _run_scriptlet(rpm, tmp_path, "POSTUN", 0) == ["systemctl daemon-reload"]

@@ -37,6 +37,10 @@ OFFLINE = [
 ]
 
 
+# a preload runs already: no Start, but is its netvm change still deferred?
+TOR_PRELOAD = [*TOR[:10], ("admin.vm.feature.Get", "disp"), TOR[11]]
+
+
 def _shape(calls, caller: str, disp: str) -> list[tuple[str, str]]:
     names = {caller: "caller", disp: "disp"}
     return [(m, names.get(d, d)) for m, d, _ in calls]
@@ -44,8 +48,7 @@ def _shape(calls, caller: str, disp: str) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("profile, preloads, expected, budget", [
     ("tor", 0, TOR, 14),
-    # a preload runs already: no Start, but is its netvm change still deferred?
-    ("tor", 2, [*TOR[:10], ("admin.vm.feature.Get", "disp"), TOR[11]], 12),
+    ("tor", 2, TOR_PRELOAD, 12),
     ("offline", 0, OFFLINE, 14),
     ("offline", 2, OFFLINE, 14),
 ])

@@ -118,24 +118,31 @@ def test_without_hard_links_the_output_is_placed_by_rename_never_over_a_file(tmp
     import errno
 
     from whonix_open.vm import convert, editback
+    from whonix_open.vm.targets import prepare
 
-    def no_links(*_args):
+    def no_links(*_args, **_kwargs):
         raise PermissionError(errno.EPERM, "Operation not permitted")
 
     monkeypatch.setattr(convert.os, "link", no_links)
-    part = editback.create_part_file(str(tmp_path), "a.trusted.pdf")
-    os.write(part.fd, b"%PDF-1.4 pixels")
-    convert._place(part, str(tmp_path / "a.trusted.pdf"))
-    part.discard()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.trusted.pdf"]
-    assert (tmp_path / "a.trusted.pdf").read_bytes() == b"%PDF-1.4 pixels"
+    original = tmp_path / "a.pdf"
+    original.write_bytes(b"%PDF-1.4 untrusted")
+    target = prepare(str(original))  # its directory held open, as the CLI holds it
+    try:
+        part = editback.create_part_file(target, "a.trusted.pdf")
+        os.write(part.fd, b"%PDF-1.4 pixels")
+        convert._place(part, "a.trusted.pdf")
+        part.discard()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pdf", "a.trusted.pdf"]
+        assert (tmp_path / "a.trusted.pdf").read_bytes() == b"%PDF-1.4 pixels"
 
-    part = editback.create_part_file(str(tmp_path), "a.trusted.pdf")
-    with pytest.raises(FileExistsError):
-        convert._place(part, str(tmp_path / "a.trusted.pdf"))
-    part.discard()
+        part = editback.create_part_file(target, "a.trusted.pdf")
+        with pytest.raises(FileExistsError):
+            convert._place(part, "a.trusted.pdf")
+        part.discard()
+    finally:
+        target.close()
     assert (tmp_path / "a.trusted.pdf").read_bytes() == b"%PDF-1.4 pixels"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.trusted.pdf"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pdf", "a.trusted.pdf"]
 
 
 def test_the_progress_notification_is_replaced_in_place(tmp_path, monkeypatch):
