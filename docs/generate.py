@@ -53,6 +53,7 @@ BLOCKS: dict[str, Render | str] = {
     "file-manager-entries": blocks.file_manager_entries,
     "dom0-files": blocks.dom0_files,
     "vm-files": blocks.vm_files,
+    "policy-table": "tests.policy.policy_table:render",
     **{f"help-{name}": render for name, render in blocks.HELP.items()},
 }
 
