@@ -358,8 +358,10 @@ FILE_ROLES = [  # (path prefix, what it is): the first match is used
     ("/etc/qubes/policy.d/70-", "vendor policy: replaced on upgrade"),
     ("/etc/qubes/policy.d/30-", "your policy: commented examples, never overwritten"),
     ("/etc/whonix-open/profiles.toml", "your profiles: all commented out, never overwritten"),
-    ("/usr/lib/tmpfiles.d/", "creates `/run/whonix-open`, group `qubes`"),
-    ("/usr/lib/systemd/system-preset/", "enables the reap timer at install"),
+    ("/usr/lib/tmpfiles.d/", "`/run/whonix-open` `2770 root:qubes` and its lock `0660 "
+     "root:qubes` (created at install and boot)"),
+    ("/usr/lib/systemd/system-preset/", "enables the reap timer: the RPM starts it at install, "
+     "restarts it on upgrade, disables it at removal"),
     ("/usr/lib/systemd/system/", "`whonix-open-admin reap` a minute after boot, every 5 minutes"),
     ("/usr/share/applications/whonix-open-torbrowser", "dom0 menu entry (`whonix-open-app`)"),
     ("/usr/share/applications/whonix-open-terminal", "dom0 menu entry (`whonix-open-app`)"),
