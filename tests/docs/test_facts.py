@@ -203,3 +203,17 @@ def test_the_documented_user_config_keys_are_the_cli_s():
     settings = re.findall(r"`(\w+ = [^`]+)`", bullet)
     assert sorted(s.split(" = ")[0] for s in settings) == sorted(_TYPES)
     parse("\n".join(settings) + "\n", "docs/USING.md")
+
+
+def test_the_no_network_example_is_the_cli_s_message():
+    """docs/USING.md's exit-79 example prints vm/messages.py's text for
+    NO_NEW_NETWORK, and the code it shows is that Exit's."""
+    from whonix_open.contract import Exit
+    from whonix_open.vm.messages import MESSAGES
+
+    section = _section(REPO / "docs" / "USING.md", "## No network in this qube (79)")
+    (example,) = re.findall(r"```\n(\$ whonix-open .*?)```", section, re.DOTALL)
+    lines = example.splitlines()
+    told = MESSAGES[Exit.NO_NEW_NETWORK].format(profile="the profile 'tor'")
+    assert lines[1].endswith(f": {told}")
+    assert lines[2:] == ["$ echo $?", str(int(Exit.NO_NEW_NETWORK))]
