@@ -243,12 +243,14 @@ def page_block(text: str) -> str:
 
 
 def write_page(path: Path = PAGE) -> bool:
-    """Rewrite the block in *path* (docs/generate.py's own marker handling);
-    True if it changed."""
+    """Rewrite this block in *path* (docs/generate.py's own marker handling),
+    leaving every other block as it is; True if it changed."""
     from tests.docs import generator
 
+    gen = generator()
     text = path.read_text(encoding="utf-8")
-    new, stale = generator().update(text, path, {}, {NAME: render})
+    as_is = {m.group("name"): m.group("body") for m in gen.MARKER.finditer(text)}
+    new, stale = gen.update(text, path, {**as_is, NAME: render()}, {NAME: render})
     if stale:
         path.write_text(new, encoding="utf-8")
     return bool(stale)

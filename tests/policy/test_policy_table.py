@@ -33,11 +33,12 @@ def test_the_generator_renders_this_block():
 
 
 def test_write_page_rewrites_only_the_block(tmp_path):
+    other = "<!-- BEGIN GENERATED: services -->\nleft alone\n<!-- END GENERATED: services -->\n"
     stale = tmp_path / "ADMIN.md"
-    stale.write_text(f"before\n{policy_table.BEGIN}\nold\n{policy_table.END}\nafter\n")
+    stale.write_text(f"before\n{other}{policy_table.BEGIN}\nold\n{policy_table.END}\nafter\n")
     assert policy_table.write_page(stale)
     text = stale.read_text()
-    assert text.startswith(f"before\n{policy_table.BEGIN}\n")
+    assert text.startswith(f"before\n{other}{policy_table.BEGIN}\n")
     assert text.endswith(f"\n{policy_table.END}\nafter\n")
     assert policy_table.page_block(text) == policy_table.render()
     assert not policy_table.write_page(stale)
