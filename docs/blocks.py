@@ -178,7 +178,9 @@ def audit_line() -> str:
 CALL_ROLES = {"caller": "caller", "disp": "the disposable", "dom0": "dom0"}
 CALL_WHY = {
     ("admin.vm.property.GetAll", "caller"): "its class (loop guard, rule 1; a DispVM caller "
-    "adds `admin.vm.tag.List`) and `default_dispvm` (the DVM choice)",
+    "adds `admin.vm.tag.List`), netvm (no new network: a caller without one asking for a "
+    "network adds `admin.vm.feature.Get whonix-open-allow-network`) and `default_dispvm` "
+    "(the DVM choice)",
     ("admin.vm.property.GetAll", "DVM template"): "`template_for_dispvms`, its netvm (gateway "
     "choice; fast path?), label (rule 2)",
     ("admin.vm.feature.CheckWithTemplate", "DVM template"): "`whonix-ws` (rule 2)",
@@ -202,7 +204,7 @@ CALL_WHY = {
 
 def call_table() -> str:
     """The calls tests/real/test_real_calls.py counts at the qubesd socket."""
-    from tests.real.test_real_calls import DVM, OFFLINE, TOR
+    from tests.real.test_real_calls import DVM, OFFLINE, TOR, TOR_PRELOAD
 
     roles = {**CALL_ROLES, DVM: "DVM template", "sys-whonix": "gateway"}
 
@@ -215,9 +217,19 @@ def call_table() -> str:
     tor, offline = named(TOR), named(OFFLINE)
     for call in {*tor, *offline} - set(CALL_WHY):
         raise BlockError(f"no reason for {call} in docs/blocks.py CALL_WHY")
+    preload = named(TOR_PRELOAD)
+    instead = [c for c in preload if c not in tor]
+    gone = [c for c in tor if c not in preload]
+    if [c[0] for c in instead] != ["admin.vm.feature.Get"] or \
+            [c[0] for c in gone] != ["admin.vm.Start"]:
+        raise BlockError(f"a ready preload's calls changed: {instead} instead of {gone}; "
+                         "say so in docs/blocks.py call_table")
     rows = [[str(i), f"`{m}`", d, CALL_WHY[(m, d)]] for i, (m, d) in enumerate(tor, 1)]
     text = (f"`tor`, the DVM template's own netvm is the gateway, no preload ready: "
-            f"**{len(tor)} calls** (a ready preload: {len(tor) - 1}, no `admin.vm.Start`).\n\n"
+            f"**{len(tor)} calls**. A ready preload: {len(preload)}, with "
+            f"`admin.vm.feature.Get deferred-netvm-original` on the disposable instead of "
+            f"`admin.vm.Start` (a netvm change qubesd deferred while it was paused would leave "
+            f"it on the old network: refused, 67).\n\n"
             + md_table(["#", "call", "destination", "why"], rows))
     diff = difflib.SequenceMatcher(a=tor, b=offline, autojunk=False)
     changes = []
@@ -346,8 +358,10 @@ FILE_ROLES = [  # (path prefix, what it is): the first match is used
     ("/etc/qubes/policy.d/70-", "vendor policy: replaced on upgrade"),
     ("/etc/qubes/policy.d/30-", "your policy: commented examples, never overwritten"),
     ("/etc/whonix-open/profiles.toml", "your profiles: all commented out, never overwritten"),
-    ("/usr/lib/tmpfiles.d/", "creates `/run/whonix-open`, group `qubes`"),
-    ("/usr/lib/systemd/system-preset/", "enables the reap timer at install"),
+    ("/usr/lib/tmpfiles.d/", "`/run/whonix-open` `2770 root:qubes` and its lock `0660 "
+     "root:qubes` (created at install and boot)"),
+    ("/usr/lib/systemd/system-preset/", "enables the reap timer: the RPM starts it at install, "
+     "restarts it on upgrade, disables it at removal"),
     ("/usr/lib/systemd/system/", "`whonix-open-admin reap` a minute after boot, every 5 minutes"),
     ("/usr/share/applications/whonix-open-torbrowser", "dom0 menu entry (`whonix-open-app`)"),
     ("/usr/share/applications/whonix-open-terminal", "dom0 menu entry (`whonix-open-app`)"),

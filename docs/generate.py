@@ -18,8 +18,8 @@ contract disagree (e.g. an exit code without a meaning in DESIGN.md).
 `make docs` writes; tests/docs/test_generated.py runs --check, so CI fails when
 the code changes and the docs do not. To add a block: a render function (in
 docs/blocks.py, or anywhere importable from the repository root) and one line
-in BLOCKS, e.g. "policy-table": "tests.policy.policy_table:render"; then put
-the markers where it belongs and run `make docs`.
+in BLOCKS, as "policy-table": "tests.policy.policy_table:render" (whose markers
+are in docs/ADMIN.md); then put the markers where it belongs and run `make docs`.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ BLOCKS: dict[str, Render | str] = {
     "file-manager-entries": blocks.file_manager_entries,
     "dom0-files": blocks.dom0_files,
     "vm-files": blocks.vm_files,
+    "policy-table": "tests.policy.policy_table:render",
     **{f"help-{name}": render for name, render in blocks.HELP.items()},
 }
 

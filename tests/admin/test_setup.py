@@ -317,13 +317,17 @@ def test_dvm_names_fit_qubes_limit():
     assert len(long) <= 31 and long.endswith("-dvm")
 
 
-def test_readme_shows_the_real_output(make_admin):
-    """The README's examples are this command's output on two-gateways with
-    MY_PROFILES (the config path as on dom0; timings aside)."""
+SETUP_HEADING = "\n## Every profile on the fast path: `whonix-open-admin setup`\n"
+
+
+def test_the_admin_page_shows_the_real_output(make_admin):
+    """docs/ADMIN.md's setup examples are this command's output on two-gateways
+    with MY_PROFILES (the config path as on dom0; timings aside)."""
     from tests.admin.conftest import REPO
 
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("<!-- section: issue-18 -->"):]
+    page = (REPO / "docs" / "ADMIN.md").read_text()
+    start = page.index(SETUP_HEADING) + len(SETUP_HEADING)
+    section = page[start:page.index("\n## ", start)]
     admin = make_admin("two-gateways")
     admin.config.write_text(MY_PROFILES)
 

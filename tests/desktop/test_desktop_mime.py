@@ -67,7 +67,8 @@ def test_default_handler_runs_whonix_open_with_the_file(session, docs, opener, h
 
 
 def test_gio_ignores_the_handler_when_whonix_open_is_not_on_path(session):
-    """Why the README says: install the CLI together with the desktop files."""
+    """Why docs/USING.md says the handler is ignored when `whonix-open` is not
+on PATH (GIO checks TryExec): install the CLI together with the desktop files."""
     make_default(session, "whonix-open.desktop", "text/plain")
     query = ["gio", "mime", "text/plain"]
     assert "whonix-open.desktop" in sh(session, *query).stdout.splitlines()[0]

@@ -111,7 +111,7 @@ def test_links_between_the_pages_resolve(path):
 def test_benchmark_call_counts_are_the_tested_call_lists():
     """The call counts in docs/DEVELOPING.md's benchmark table are the lengths
     of the call lists tests/real/test_real_calls.py checks at the socket."""
-    from tests.real.test_real_calls import OFFLINE, TOR
+    from tests.real.test_real_calls import OFFLINE, TOR, TOR_PRELOAD
 
     rows = _blocks().table_after(REPO / "docs" / "DEVELOPING.md", "`make bench` runs")
     measured = {row[0]: row[1] for row in rows}
@@ -121,7 +121,7 @@ def test_benchmark_call_counts_are_the_tested_call_lists():
         return [int(n) for n in re.findall(r"(?<![\d.])\d+(?![\d.%])", cell)]
 
     assert numbers("Admin API calls per open") == [len(TOR)]
-    assert numbers("… `tor`, a fitting preload ready") == [len(TOR) - 1]
+    assert numbers("… `tor`, a fitting preload ready") == [len(TOR_PRELOAD)]
     assert numbers("… `offline` (") == [len(OFFLINE)]
     assert numbers("Admin API calls of a link") == [len(TOR)] * 3
     assert numbers("… a terminal vs a file open") == [len(OFFLINE)] * 2
@@ -203,3 +203,17 @@ def test_the_documented_user_config_keys_are_the_cli_s():
     settings = re.findall(r"`(\w+ = [^`]+)`", bullet)
     assert sorted(s.split(" = ")[0] for s in settings) == sorted(_TYPES)
     parse("\n".join(settings) + "\n", "docs/USING.md")
+
+
+def test_the_no_network_example_is_the_cli_s_message():
+    """docs/USING.md's exit-79 example prints vm/messages.py's text for
+    NO_NEW_NETWORK, and the code it shows is that Exit's."""
+    from whonix_open.contract import Exit
+    from whonix_open.vm.messages import MESSAGES
+
+    section = _section(REPO / "docs" / "USING.md", "## No network in this qube (79)")
+    (example,) = re.findall(r"```\n(\$ whonix-open .*?)```", section, re.DOTALL)
+    lines = example.splitlines()
+    told = MESSAGES[Exit.NO_NEW_NETWORK].format(profile="the profile 'tor'")
+    assert lines[1].endswith(f": {told}")
+    assert lines[2:] == ["$ echo $?", str(int(Exit.NO_NEW_NETWORK))]

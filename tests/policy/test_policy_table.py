@@ -1,4 +1,4 @@
-"""The README's policy table is what the generator makes now, and each of its
+"""docs/ADMIN.md's policy table is what the generator makes now, and each of its
 broker cells is what the real service executable does on the same
 simulated Qubes (qrexec's environment, real pipes)."""
 
@@ -19,20 +19,29 @@ def tables() -> policy_table.Tables:
     return policy_table.build()
 
 
-def test_the_readme_table_is_generated_from_the_policy_and_the_broker():
-    readme = policy_table.README.read_text()
-    assert policy_table.readme_block(readme) == policy_table.render(), (
-        "README.md's policy table is out of date: run `python -m tests.policy.policy_table`")
+def test_the_page_table_is_generated_from_the_policy_and_the_broker():
+    page = policy_table.PAGE.read_text()
+    assert policy_table.page_block(page) == policy_table.render(), (
+        "docs/ADMIN.md's policy table is out of date: run `make docs`")
 
 
-def test_write_readme_rewrites_only_the_block(tmp_path):
-    stale = tmp_path / "README.md"
-    stale.write_text(f"before\n{policy_table.BEGIN}\nold\n{policy_table.END}\nafter\n")
-    assert policy_table.write_readme(stale)
+def test_the_generator_renders_this_block():
+    """`make docs` / `generate.py --check` know the block by its name."""
+    from tests.docs import generator
+
+    assert generator().render(policy_table.NAME) == policy_table.render()
+
+
+def test_write_page_rewrites_only_the_block(tmp_path):
+    other = "<!-- BEGIN GENERATED: services -->\nleft alone\n<!-- END GENERATED: services -->\n"
+    stale = tmp_path / "ADMIN.md"
+    stale.write_text(f"before\n{other}{policy_table.BEGIN}\nold\n{policy_table.END}\nafter\n")
+    assert policy_table.write_page(stale)
     text = stale.read_text()
-    assert text.startswith("before\n") and text.endswith("\nafter\n")
-    assert policy_table.readme_block(text) == policy_table.render()
-    assert not policy_table.write_readme(stale)
+    assert text.startswith(f"before\n{other}{policy_table.BEGIN}\n")
+    assert text.endswith(f"\n{policy_table.END}\nafter\n")
+    assert policy_table.page_block(text) == policy_table.render()
+    assert not policy_table.write_page(stale)
 
 
 def test_the_cells_issue_16_is_about(tables):

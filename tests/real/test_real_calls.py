@@ -1,5 +1,6 @@
 """Admin API calls per open, counted at the qubesd socket with the real
-library (README, "Admin API calls per open"), and the same calls made by
+library (docs/DEVELOPING.md, "Benchmarks": the call table is generated from
+these lists), and the same calls made by
 SimBackend, so that the simulation's budget means the same thing."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from tests.dom0.conftest import Broker
 from tests.dom0.test_preloads import DVM, PROFILES
 from whonix_open.contract import Exit
 
-# The README's table, in order: (method, destination) per step.
+# docs/DEVELOPING.md's call table, in order: (method, destination) per step.
 TOR = [
     ("admin.vm.property.GetAll", "caller"),            # class (loop guard), default_dispvm
     ("admin.vm.property.GetAll", DVM),                 # template_for_dispvms, netvm, label
@@ -35,6 +36,8 @@ OFFLINE = [
     ("admin.vm.property.Set", "disp"),                 # default_dispvm none
     *TOR[8:],
 ]
+# a preload runs already: no Start, but is its netvm change still deferred?
+TOR_PRELOAD = [*TOR[:10], ("admin.vm.feature.Get", "disp"), TOR[11]]
 
 
 # a preload runs already: no Start, but is its netvm change still deferred?

@@ -1,5 +1,6 @@
 """Admin API calls of a link or app open, counted at the qubesd socket with the
-real library: exactly those of a file open of the same profile (README)."""
+real library: exactly those of a file open of the same profile
+(docs/DEVELOPING.md, "Benchmarks")."""
 
 from __future__ import annotations
 

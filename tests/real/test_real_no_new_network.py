@@ -1,7 +1,8 @@
 """The no-new-network rule (exit 79) with the real qubesadmin, counted at the
 qubesd socket: a caller without a netvm costs two calls and creates nothing;
 opting it in costs exactly one admin.vm.feature.Get more than a file open of
-the same profile (README, "Admin API calls per open")."""
+the same profile (docs/DEVELOPING.md, "Benchmarks"; docs/ADMIN.md, "No new
+network")."""
 
 from __future__ import annotations
 

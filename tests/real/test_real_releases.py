@@ -1,4 +1,4 @@
-"""What differs between the Qubes releases the README claims (R4.2, R4.3,
+"""What differs between the Qubes releases README.md claims (R4.2, R4.3,
 and upstream's development line), handled where qubesadmin and qrexec are
 imported: one test per difference. `make test-releases` runs this file with
 each release's own libraries (.venv-r4.2, .venv-r4.3, .venv-dev)."""

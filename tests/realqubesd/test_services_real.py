@@ -115,7 +115,7 @@ def test_a_sigkilled_service_leaves_a_record_the_admin_reap_cleans(broker, real_
 
 @pytest.mark.parametrize("profile, expected", [("tor", TOR), ("offline", OFFLINE)])
 def test_calls_per_open_at_the_real_socket(broker, real_qubesd, profile, expected):
-    """The README's table, counted at the REAL qubesd's socket."""
+    """docs/DEVELOPING.md's call table, counted at the REAL qubesd's socket."""
     with real_qubesd.counting() as proxy:
         env = broker.env(SERVICE_OPEN, profile, "anon-whonix")
         env["WHONIX_OPEN_QUBESD_SOCKET"] = proxy.path
