@@ -35,6 +35,12 @@ CALLERS = ["anon-whonix", "anon-2", "anon-3", "anon-4", "anon-5"]
 OPENS, KILLED = 50, 5
 
 
+def _fresh(directory: Path) -> Path:
+    """The broker's directory (its run dir goes inside), made as tmp_path is."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
 def calls_per_open(tmp: Path) -> None:
     print(f"## Admin API calls per open at the real qubesd's socket (qubes {release()})")
     cases = [("tor", SERVICE_OPEN, "tor", None), ("offline", SERVICE_OPEN, "offline", None),
@@ -51,7 +57,7 @@ def calls_per_open(tmp: Path) -> None:
                 q.wait_until(lambda q=q: [p for p in q.preloads()
                                           if q.qubes()[p]["state"] == "Paused"], "a preload")
                 data = None
-            broker = RealBroker(q, tmp / f"b-{label.replace(' ', '_')}")
+            broker = RealBroker(q, _fresh(tmp / f"b-{label.replace(' ', '_')}"))
             with q.counting() as proxy:
                 env = broker.env(service, arg, "anon-whonix")
                 env["WHONIX_OPEN_QUBESD_SOCKET"] = proxy.path
@@ -82,7 +88,7 @@ def concurrent(tmp: Path) -> int:
     with RealQubesd(tmp / "concurrent") as q:
         add_callers(q)
         q.set_behaviour("hang")  # every opened file stays open until we end its service
-        broker = RealBroker(q, tmp / "b-concurrent")
+        broker = RealBroker(q, _fresh(tmp / "b-concurrent"))
         procs = []
         started = time.monotonic()
         for i in range(OPENS):
