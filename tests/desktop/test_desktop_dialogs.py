@@ -176,8 +176,10 @@ def test_hostile_names_are_shown_as_they_are_in_the_chooser(gui, case):
     text, `&#x202E;` a real right-to-left override. The name must show on one
     line, as it is (escapes visible), under zenity and kdialog alike."""
     name, first, injected = HOSTILE_NAMES[case]
+    hostile = Path(gui.doc).parent / name  # a real file: the chooser asks only for those
+    hostile.write_text("x")
     seen = _windows(gui)
-    proc = subprocess.Popen(choose(gui, "--", f"/home/user/Downloads/{name}"), env=gui.env,
+    proc = subprocess.Popen(choose(gui, "--", str(hostile)), env=gui.env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         window = wait_for(lambda: next((w for w in _windows(gui) if w not in seen), None),
