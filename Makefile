@@ -90,6 +90,8 @@ QUBESD_DEPS   := lxml docutils jinja2 pyyaml pyinotify 'pyasyncore; python_versi
 	$(RELEASE_PY_$*) -m venv .venv-$*
 	.venv-$*/bin/python -m pip install -q --upgrade pip setuptools
 	.venv-$*/bin/python -m pip install -q -e '.[test]' $(QUBESD_DEPS)
+	@# the converter too: tests/real's conversions make their documents with it (Pillow)
+	.venv-$*/bin/python -m pip install -q $(UPSTREAM)/qubespdfconverter-*.whl
 	@set -e; w=$(RELEASE_WHEELS_$*); \
 	if ls $$w/qubesadmin-*.whl $$w/qrexec-*.whl $$w/qubes-*.whl >/dev/null 2>&1; then \
 		.venv-$*/bin/python -m pip install -q --no-deps $$w/qubesadmin-*.whl \

@@ -247,7 +247,8 @@ def test_install_reap_requests_status_sudo_reap_uninstall(place, built_rpm, dom0
 
     # uninstall: %preun, the files; nothing of the package, no disposable, no process
     system.run_scriptlet("preuninstall", 0)
-    assert system.systemctl_calls()[-1] == "--no-reload disable --now whonix-open-reap.timer"
+    assert system.systemctl_calls()[-1] == ("--no-reload disable --now whonix-open-reap.timer "
+                                            "whonix-open-reap.service")
     r = system.rpm_cmd("-e", "--nodeps", "--noscripts", "whonix-open-dom0")
     assert r.returncode == 0, r.stderr
     left_files = sorted(str(p.relative_to(system.root)) for p in system.root.rglob("*")
