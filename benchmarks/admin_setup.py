@@ -144,11 +144,13 @@ def real_qubesd() -> None:
                     q.set_prop(dvm, "maxmem", "0")
                 admin(env, proxy, "setup", "--preloads", "2")
                 for profile, dvm in DVMS.items():
-                    ready = q.wait_until(lambda d=dvm: [p for p in q.preloads(d)
-                                                        if q.qubes()[p]["state"] == "Paused"],
-                                         "a preload", timeout=60)
+                    # both paused: qubesd hands out either of them
+                    ready = q.wait_until(
+                        lambda d=dvm: (ps := q.preloads(d)) and len(ps) == 2 and all(
+                            q.qubes()[p]["state"] == "Paused" for p in ps) and ps,
+                        "two paused preloads", timeout=60)
                     methods = open_one(env, proxy, profile)
-                    took = "admin.vm.Start" not in methods and ready[0] not in q.qubes()
+                    took = "admin.vm.Start" not in methods and not set(ready) <= set(q.qubes())
                     print(f"   {profile}: {len(methods)} calls, preload taken: "
                           f"{'yes' if took else 'NO'}")
             n, s, counts = admin(env, proxy, "setup", "--undo")

@@ -78,9 +78,11 @@ def test_setup_then_opens_and_undo(broker, two_gateways):
     if has_preloads():
         assert f"qvm-features {OFFLINE_DVM} preload-dispvm-max 2" in more.stdout
         for profile, dvm in (("offline", OFFLINE_DVM), ("tor2", TOR2_DVM)):
-            ready = q.wait_until(lambda d=dvm: [p for p in q.preloads(d)
-                                                if q.qubes()[p]["state"] == "Paused"],
-                                 f"a paused preload of {dvm}")
+            # Both preloads paused: qubesd may hand out either, and one still
+            # booting must not turn into the one the open gets after the wait.
+            ready = q.wait_until(lambda d=dvm: (ps := q.preloads(d)) and len(ps) == 2 and all(
+                                     q.qubes()[p]["state"] == "Paused" for p in ps) and ps,
+                                 f"two paused preloads of {dvm}")
             with q.counting() as proxy:
                 env = broker.env(SERVICE_OPEN, profile, "anon-whonix")
                 env["WHONIX_OPEN_QUBESD_SOCKET"] = proxy.path
