@@ -239,14 +239,17 @@ def model(tmp_path: Path):
     server.stop()
 
 
+def differences(real_socket: str, model_socket: str, steps: list[Step]) -> list[str]:
+    """Every difference between the real qubesd's and the model's answers to *steps*."""
+    real = run_sequence(lambda *a: raw_call(real_socket, *a), steps)
+    modelled = run_sequence(lambda *a: raw_call(model_socket, *a), steps)
+    return [d for step, r, m in zip(steps, real, modelled, strict=True)
+            for d in _compare(step, r, m)]
+
+
 @pytest.mark.parametrize("name", list(SEQUENCES))
 def test_model_and_real_qubesd_answer_alike(real_qubesd: RealQubesd, model, name):
-    steps = SEQUENCES[name]
-    real = run_sequence(lambda *a: raw_call(real_qubesd.socket_path, *a), steps)
-    modelled = run_sequence(lambda *a: raw_call(model.socket_path, *a), steps)
-    diffs = [d for step, r, m in zip(steps, real, modelled, strict=True)
-             for d in _compare(step, r, m)]
-    assert diffs == []
+    assert differences(real_qubesd.socket_path, model.socket_path, SEQUENCES[name]) == []
 
 
 NETVM_EVENTS = ("property-set:netvm", "property-reset:netvm", "property-del:netvm",

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.realqubesd.harness import DVM, RealQubesd, raw_call
-from tests.realqubesd.test_differential import Step, _compare, model, run_sequence
+from tests.realqubesd.harness import DVM, RealQubesd
+from tests.realqubesd.test_differential import Step, differences, model
 
 __all__ = ["model"]  # the fixture, shared with test_differential.py
 
@@ -71,9 +71,4 @@ SEQUENCES: dict[str, list[Step]] = {
 
 @pytest.mark.parametrize("name", list(SEQUENCES))
 def test_model_and_real_qubesd_answer_setups_calls_alike(real_qubesd: RealQubesd, model, name):
-    steps = SEQUENCES[name]
-    real = run_sequence(lambda *a: raw_call(real_qubesd.socket_path, *a), steps)
-    modelled = run_sequence(lambda *a: raw_call(model.socket_path, *a), steps)
-    diffs = [d for step, r, m in zip(steps, real, modelled, strict=True)
-             for d in _compare(step, r, m)]
-    assert diffs == []
+    assert differences(real_qubesd.socket_path, model.socket_path, SEQUENCES[name]) == []
