@@ -127,19 +127,18 @@ class ModelQubesd:
 
 
 class RealQubesdInstalled:
-    """The REAL qubesd of Qubes R4.3 (tests/realqubesd/harness.py: unmodified,
+    """The REAL qubesd of a Qubes release (tests/realqubesd/harness.py: unmodified,
     only the hypervisor stood in for) on a socket it makes itself,
     `root:qubes`; the harness's qrexec-client stand-in, run as the dom0 user
     with dom0's Python."""
 
-    RELEASE = "r4.3"
-
-    def __init__(self, directory: Path, user: Dom0User) -> None:
+    def __init__(self, directory: Path, user: Dom0User, release: str) -> None:
         from tests.realqubesd.harness import RealQubesd
 
-        python = REPO / f".venv-{self.RELEASE}" / "bin" / "python"
+        self.release = release
+        python = REPO / f".venv-{release}" / "bin" / "python"
         _require(python.exists(), f"the release venv {python.parent.parent} "
-                 f"(make .venv-{self.RELEASE}/.installed)")
+                 f"(make .venv-{release}/.installed)")
         directory.mkdir()
         directory.chmod(0o755)
         self.qubesd = RealQubesd(directory, python=str(python)).start()
@@ -187,23 +186,28 @@ def dom0_user() -> Dom0User:
     return Dom0User()
 
 
-@pytest.fixture
-def qubesd(place: Path, dom0_user: Dom0User) -> Iterator[ModelQubesd]:
+# Every release the README claims: dom0's qubesd and its qubesadmin/qrexec.
+RELEASES = ("r4.2", "r4.3")
+
+
+@pytest.fixture(params=RELEASES)
+def qubesd(request, place: Path, dom0_user: Dom0User) -> Iterator[ModelQubesd]:
     """The one place that says which qubesd the installed broker talks to:
-    the real one (the model, ModelQubesd, stays for debugging the test)."""
-    server = RealQubesdInstalled(place / "qubesd", dom0_user)
+    the real one of each release (the model, ModelQubesd, stays for debugging
+    the test)."""
+    server = RealQubesdInstalled(place / "qubesd", dom0_user, request.param)
     yield server
     server.stop()
 
 
 @pytest.fixture
-def qubesadmin_dir(place: Path) -> Path:
+def qubesadmin_dir(place: Path, qubesd: RealQubesdInstalled) -> Path:
     """The real qubesadmin (and qrexec) wheels unpacked where only this test's
     PYTHONPATH leads: dom0's /usr/bin/python3 imports them, the machine keeps
     no trace."""
     target = place / "pylib"
     for pattern in ("qubesadmin-*.whl", "qrexec-*.whl"):  # of qubesd's release
-        wheels = sorted((UPSTREAM / RealQubesdInstalled.RELEASE).glob(pattern))
+        wheels = sorted((UPSTREAM / qubesd.release).glob(pattern))
         _require(bool(wheels), f"{UPSTREAM}/{pattern} (the unmodified upstream wheels)")
         with zipfile.ZipFile(wheels[-1]) as z:
             z.extractall(target)
